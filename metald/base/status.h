@@ -83,9 +83,10 @@ Status UnauthenticatedError(std::string msg);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
-    if (std::get<Status>(v_).ok()) v_ = Status(StatusCode::kInternal, "Result built from OK status");
+    if (std::get<Status>(v_).ok())
+      v_ = Status(StatusCode::kInternal, "Result built from OK status");
   }
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -112,10 +113,10 @@ class [[nodiscard]] Result {
 #define METALD_STATUS_CONCAT_(a, b) METALD_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the Status from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                              \
-  do {                                                     \
-    ::metald::base::Status _metald_st = (expr);            \
-    if (!_metald_st.ok()) return _metald_st;               \
+#define RETURN_IF_ERROR(expr)                   \
+  do {                                          \
+    ::metald::base::Status _metald_st = (expr); \
+    if (!_metald_st.ok()) return _metald_st;    \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` declares x from a Result or returns its Status.

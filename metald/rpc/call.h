@@ -64,9 +64,9 @@ class CancelToken {
  private:
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  bool cancelled_ = false;               // guarded by mu_
-  base::Status reason_;                  // guarded by mu_
-  uint64_t next_handle_ = 1;             // guarded by mu_
+  bool cancelled_ = false;                               // guarded by mu_
+  base::Status reason_;                                  // guarded by mu_
+  uint64_t next_handle_ = 1;                             // guarded by mu_
   std::map<uint64_t, std::function<void()>> callbacks_;  // guarded by mu_
 };
 
@@ -143,8 +143,9 @@ class TypedStreamWriter {
   StreamWriter& writer_;
 };
 
-using UnaryHandler = std::function<base::Status(
-    CallContext& ctx, const google::protobuf::Message& request, google::protobuf::Message& response)>;
+using UnaryHandler =
+    std::function<base::Status(CallContext& ctx, const google::protobuf::Message& request,
+                               google::protobuf::Message& response)>;
 using ServerStreamHandler = std::function<base::Status(
     CallContext& ctx, const google::protobuf::Message& request, StreamWriter& writer)>;
 
@@ -159,7 +160,8 @@ struct MethodHandler {
 };
 
 // A link in the chain that runs around every RPC (authentication, metrics, tracing). Interceptors
-// run in the order added to the Router. Implementations must be thread-safe: many calls run at once.
+// run in the order added to the Router. Implementations must be thread-safe: many calls run at
+// once.
 class Interceptor {
  public:
   virtual ~Interceptor() = default;

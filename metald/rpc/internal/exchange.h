@@ -20,7 +20,7 @@ struct RequestHead {
   std::string query;   // raw, without '?'
   Metadata headers;    // lower-case names; HTTP/2 pseudo-headers removed (":authority" → "host")
   HttpVersion version = HttpVersion::kHttp1;
-  std::string peer;    // "127.0.0.1:5000", "[::1]:5000" or "unix"
+  std::string peer;  // "127.0.0.1:5000", "[::1]:5000" or "unix"
   bool tls = false;
 };
 
