@@ -18,7 +18,7 @@ ALLOWED = {
     "rpc": {"observe"},
     "store": {"model", "observe"},
     "process": {"observe"},
-    "net": {"model", "observe", "process"},
+    "net": {"model", "observe", "process", "store"},  # store: the lease database (SQLite)
     "auth": {"model", "observe"},
     "backend": {"model", "observe", "rpc", "process"},
     "billing": {"model", "observe", "store", "rpc"},

@@ -4,7 +4,8 @@
 // metalctl, billing and tests.
 //
 // Thread-safety: a Client may be shared by threads; each call uses its own connection from a
-// small pool (HTTP/1.1) or its own stream on a shared connection (h2c).
+// small pool of keep-alive connections (up to 4 idle), for HTTP/1.1 and h2c alike: h2c
+// connections carry one call at a time (no multiplexing yet).
 
 #include <chrono>
 #include <functional>

@@ -1,13 +1,13 @@
 #include "metald/rpc/codegen/generator.h"
 
-#include <memory>
-#include <string_view>
-#include <vector>
-
 #include <google/protobuf/compiler/cpp/names.h>
 #include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/io/printer.h>
 #include <google/protobuf/io/zero_copy_stream.h>
+
+#include <memory>
+#include <string_view>
+#include <vector>
 
 namespace metald::rpc::codegen {
 namespace {
@@ -91,8 +91,8 @@ std::string HandlerSignature(const pb::MethodDescriptor* m) {
 
 void GenerateServiceHeader(const pb::ServiceDescriptor* service, std::string& h) {
   const std::string& name = service->name();
-  h += "inline constexpr std::string_view k" + name + "Name = \"" + service->full_name() +
-       "\";\n\n";
+  h +=
+      "inline constexpr std::string_view k" + name + "Name = \"" + service->full_name() + "\";\n\n";
   h += DocComment(LeadingComments(service), "");
   h += "// Implement this class and pass it to Register" + name +
        ". Methods are called concurrently\n"
@@ -197,8 +197,8 @@ void GenerateServiceSource(const pb::ServiceDescriptor* service, std::string& c)
            "        return on_message(::google::protobuf::internal::down_cast<const " +
            out + "&>(message));\n      },\n      options);\n}\n\n";
     } else {
-      c += "::metald::base::Result<" + out + "> " + name + "Client::" + m->name() + "(const " +
-           in + "& request,\n    const ::metald::rpc::CallOptions& options) {\n";
+      c += "::metald::base::Result<" + out + "> " + name + "Client::" + m->name() + "(const " + in +
+           "& request,\n    const ::metald::rpc::CallOptions& options) {\n";
       c += "  " + out + " response;\n";
       c += "  ::metald::base::Status status = client_->Unary(\"" + path +
            "\", request, &response, options);\n";

@@ -10,10 +10,10 @@
 //
 // Thread-safety: protoc runs a generator from one thread; the class keeps no state.
 
-#include <string>
-
 #include <google/protobuf/compiler/code_generator.h>
 #include <google/protobuf/descriptor.h>
+
+#include <string>
 
 namespace metald::rpc::codegen {
 

@@ -5,7 +5,8 @@
 // It knows no sockets; transports know no protocols. Private to metald/rpc.
 //
 // Threading: Handle may be called from any I/O thread. Handlers run on the engine's handler pool
-// (or inline for nonblocking methods). Deadline timers run on the pool too.
+// (or inline for nonblocking methods). Deadline timers run on a thread of their own, so a pool
+// full of blocked handlers cannot delay a deadline answer.
 
 #include <chrono>
 #include <memory>

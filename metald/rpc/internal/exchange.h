@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "metald/rpc/call.h"
 #include "metald/rpc/metadata.h"
@@ -41,6 +42,20 @@ class ResponseWriter {
   // Ends the response. Non-empty trailers are sent as HTTP trailers (HTTP/2; HTTP/1.1 as
   // chunked trailers). Connect and gRPC-Web never pass trailers.
   virtual void Finish(Metadata trailers) = 0;
+  // A complete response in one call, instead of SendHeaders, SendData and Finish; the same
+  // exactly-once contract applies (it replaces all three). A transport that overrides it hands
+  // the response to its collector atomically, so HTTP/1.1 can frame it with Content-Length
+  // (unless non-empty trailers force chunked). An empty body with no trailers is a headers-only
+  // response. The default forwards to the three calls.
+  virtual void SendWhole(int status, Metadata headers, std::string body, Metadata trailers) {
+    if (body.empty() && trailers.empty()) {
+      SendHeaders(status, std::move(headers), /*end_stream=*/true);
+      return;
+    }
+    SendHeaders(status, std::move(headers), /*end_stream=*/false);
+    if (!body.empty()) SendData(std::move(body));
+    Finish(std::move(trailers));
+  }
 };
 
 }  // namespace metald::rpc::internal

@@ -64,6 +64,18 @@ class Session {
   // Graceful shutdown: finish calls in flight, accept no new ones (HTTP/2 GOAWAY, HTTP/1.1
   // "Connection: close" on the next response).
   virtual void BeginShutdown() = 0;
+
+  // Which timer the connection runs (ServerOptions): kRead while a request is partly received
+  // (the whole request must arrive within read_timeout, counted from its first byte); kNone
+  // while only responses are in progress (a long server stream must not be cut by a socket
+  // timer: the call's deadline and the peer bound it); kIdle when nothing is in flight.
+  // Default: kRead while Busy(), kIdle otherwise.
+  enum class TimerKind { kRead, kNone, kIdle };
+  virtual TimerKind timer_kind() const { return Busy() ? TimerKind::kRead : TimerKind::kIdle; }
+  // False asks the connection to stop reading for now (the session holds enough input it cannot
+  // process yet, e.g. too many pipelined requests); the connection asks again after every
+  // CollectOutput. Default: always true.
+  virtual bool WantsRead() const { return true; }
 };
 
 // HTTP/1.1 (Beast parser, our own serializer). Keep-alive and pipelining in order.
