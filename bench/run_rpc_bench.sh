@@ -50,7 +50,9 @@ BIN=$BUILD_DIR/bench
 for tool in h2load nghttp curl taskset; do
   command -v $tool > /dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-for bin in rpc_bench_server grpcpp_bench_server beast_bench_server; do
+# BENCHES selects benchmarks (default both): BENCHES=connect needs no grpc++ server.
+BENCHES=${BENCHES:-grpc connect}
+for bin in rpc_bench_server beast_bench_server $([[ " $BENCHES " == *" grpc "* ]] && echo grpcpp_bench_server); do
   [[ -x $BIN/$bin ]] || { echo "missing $BIN/$bin (build it first)" >&2; exit 1; }
 done
 mkdir -p "$OUT_DIR"
@@ -193,7 +195,7 @@ if [[ ${SUMMARY_ONLY:-0} != 1 ]]; then
   printf 'bench\tserver\trep\trps\tp50_us\tp99_us\tmean_us\tload1\n' > "$OUT_DIR/runs.tsv"
   echo "out: $OUT_DIR; $(nproc) cpus; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   for rep in $(seq "$REPS"); do
-    for bench in grpc connect; do
+    for bench in $BENCHES; do
       if [[ $bench == grpc ]]; then servers=(ours ours-inline grpcpp); else servers=(ours ours-inline beast); fi
       if (( rep % 2 == 0 )); then servers=("${servers[2]}" "${servers[1]}" "${servers[0]}"); fi
       for name in "${servers[@]}"; do run_one "$bench" "$name" "$rep"; done
@@ -215,7 +217,7 @@ paired() {
 echo
 echo "| benchmark | server | req/s median | req/s best | p50 µs | p99 µs | req/s ratio, paired median | req/s ratio, best/best | p99 ratio, paired median | load1 during runs |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-for bench in grpc connect; do
+for bench in $BENCHES; do
   if [[ $bench == grpc ]]; then anchor=grpcpp; else anchor=beast; fi
   a_best=$(col "$bench" "$anchor" 4 | sort -g | tail -1)
   for name in ours ours-inline "$anchor"; do

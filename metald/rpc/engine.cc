@@ -82,9 +82,12 @@ struct Engine::Impl {
         timer_thread([this] { timer_ctx.run(); }) {}
 
   ~Impl() {
-    // Handlers first: each completed call stops its timer, so the timer context then runs dry.
+    // Handlers first. After that no call needs its deadline timer any more, so the timer context
+    // is stopped outright: an armed timer with a client-chosen deadline (up to ~115 days) must
+    // not hold shutdown hostage.
     pool.join();
     timer_work.reset();
+    timer_ctx.stop();
     timer_thread.join();
   }
 
@@ -410,7 +413,11 @@ base::Status Engine::Impl::Call::Complete(base::Status status,
 void Engine::Impl::Call::Run() {
   {
     std::lock_guard lock(mu_);
-    if (finished_) {  // answered while queued (deadline, shutdown): the handler never runs
+    // Answered or cancelled while queued (deadline, shutdown, peer gone): neither the
+    // interceptors nor the handler run, and the queued body is not decoded.
+    if (finished_ || cancel_->cancelled()) {
+      if (!finished_) FinishLocked(cancel_->reason(), nullptr, /*user_metadata=*/false);
+      if (ctx->deadline()) impl_->StopTimer(shared_from_this());
       impl_->Unregister(id);
       return;
     }
@@ -420,7 +427,7 @@ void Engine::Impl::Call::Run() {
   for (const auto& interceptor : interceptors) {
     try {
       status = interceptor->OnRequest(*ctx);
-    } catch (const std::exception&) {
+    } catch (...) {
       status = base::InternalError("Internal error");
     }
     if (!status.ok()) break;
@@ -431,6 +438,9 @@ void Engine::Impl::Call::Run() {
     request.reset(handler_->request_prototype->New());
     status = DecodeRequest(request.get());
   }
+  // The raw body (up to max_message_bytes) is not needed once decoded; a long-running handler
+  // (a VM boot, a watch stream) must not keep it alive.
+  std::string().swap(body);
   if (status.ok() && cancel_->cancelled()) status = cancel_->reason();
   if (status.ok()) {
     try {
@@ -441,7 +451,7 @@ void Engine::Impl::Call::Run() {
         StreamWriterImpl stream(this);
         status = handler_->stream(*ctx, *request, stream);
       }
-    } catch (const std::exception&) {
+    } catch (...) {
       // Never leak exception text: it may hold internals.
       status = base::InternalError("Internal error");
     }
@@ -452,7 +462,7 @@ void Engine::Impl::Call::Run() {
   for (auto it = interceptors.rbegin(); it != interceptors.rend(); ++it) {
     try {
       (*it)->OnComplete(*ctx, sent, elapsed);
-    } catch (const std::exception&) {
+    } catch (...) {
       // An observer's failure must not affect other interceptors or the engine.
     }
   }
@@ -549,7 +559,7 @@ void Engine::Impl::ServeHttpRoute(const HttpHandler* route, RequestHead head, st
     try {
       HttpRequest req{head.method, head.path, head.query, head.headers, std::move(body)};
       resp = (*route)(req);
-    } catch (const std::exception&) {
+    } catch (...) {
       resp = HttpResponse{};
       resp.status = 500;
       resp.body = "Internal error\n";

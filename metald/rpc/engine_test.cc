@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -767,6 +768,45 @@ TEST_F(EngineTest, RejectTooLarge) {
   w = std::make_shared<FakeWriter>();
   engine().RejectTooLarge(Post("/x", {}), w);
   EXPECT_EQ(w->Wait().status, 413);
+}
+
+}  // namespace
+}  // namespace metald::rpc::internal
+
+namespace metald::rpc::internal {
+namespace {
+
+// A call answered by CancelAll while still queued must not keep its deadline timer armed: with a
+// client-chosen deadline (~115 days at most) the engine's destructor would otherwise hang.
+TEST_F(EngineTest, QueuedCallWithHugeDeadlineDoesNotHoldShutdown) {
+  std::vector<std::shared_ptr<FakeWriter>> sleepers;
+  for (int i = 0; i < 4; ++i) {  // the fixture's engine has 4 handler threads: fill them all
+    auto w = std::make_shared<FakeWriter>();
+    engine().Handle(Post("/test.v1.Echo/Sleep", {{"content-type", "application/json"}}), "\"x\"", w,
+                    std::make_shared<CancelToken>());
+    sleepers.push_back(w);
+  }
+  auto queued = std::make_shared<FakeWriter>();
+  engine().Handle(Post("/test.v1.Echo/Echo", {{"content-type", "application/json"},
+                                              {"connect-timeout-ms", "9999999999"}}),
+                  "\"x\"", queued, std::make_shared<CancelToken>());
+  for (int i = 0; i < 3000 && queued->Snapshot().header_calls == 0; ++i) {
+    engine().CancelAll(base::UnavailableError("Server is shutting down"));
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(queued->Wait().status, 503);
+  SetGate(true);
+
+  std::promise<void> destroyed;
+  std::thread destroyer([&] {
+    engine_.reset();
+    destroyed.set_value();
+  });
+  if (destroyed.get_future().wait_for(120s) != std::future_status::ready) {
+    ADD_FAILURE() << "Engine destructor hung on the queued call's deadline timer";
+    std::_Exit(1);  // the destroyer thread cannot be joined
+  }
+  destroyer.join();
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "metald/rpc/json.h"
+
 namespace metald::rpc::wire {
 namespace {
 
@@ -855,6 +857,11 @@ base::Result<std::string> SerializeMessage(Codec codec, const google::protobuf::
     }
     return out;
   }
+  // Hot path: the direct printer (json.h), byte-identical to protobuf's. It declines what it
+  // cannot reproduce exactly (Any, invalid UTF-8, out-of-range times, ...); protobuf then
+  // prints or reports the error as before.
+  if (json::PrintMessage(message, &out)) return out;
+  out.clear();
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = false;
   auto st = google::protobuf::util::MessageToJsonString(message, &out, options);
