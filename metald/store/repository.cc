@@ -215,6 +215,17 @@ base::Result<std::string> ParsePageToken(const std::string& token, const std::st
   return last_id;
 }
 
+// Steps `q` to its end, appending read(q) for every row to *out.
+template <typename T, typename ReadFn>
+base::Status AppendRows(Statement& q, ReadFn read, std::vector<T>* out) {
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return base::OkStatus();
+    ASSIGN_OR_RETURN(T value, read(q));
+    out->push_back(std::move(value));
+  }
+}
+
 }  // namespace
 
 const std::vector<Migration>& VmRepository::Migrations() {
@@ -358,13 +369,7 @@ base::Result<ListPage> VmRepository::List(const ListRequest& request) {
       q.Bind(first_state_param + static_cast<int>(i), model::StateName(request.states[i]));
     }
     q.Bind(next_param, int64_t{page_size} + 1);  // One extra row tells whether a next page exists.
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      ASSIGN_OR_RETURN(VmRecord r, ReadVm(q));
-      page.vms.push_back(std::move(r));
-    }
-    return base::OkStatus();
+    return AppendRows<VmRecord>(q, ReadVm, &page.vms);
   }));
   if (static_cast<int>(page.vms.size()) > page_size) {
     page.vms.resize(static_cast<size_t>(page_size));
@@ -380,13 +385,7 @@ base::Result<std::vector<VmRecord>> VmRepository::ListAll() {
     sql += kVmColumns;
     sql += " FROM vms ORDER BY id";
     ASSIGN_OR_RETURN(Statement q, c.Prepare(sql));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      ASSIGN_OR_RETURN(VmRecord r, ReadVm(q));
-      out.push_back(std::move(r));
-    }
-    return base::OkStatus();
+    return AppendRows<VmRecord>(q, ReadVm, &out);
   }));
   return out;
 }
@@ -484,13 +483,7 @@ base::Result<std::vector<TransitionRecord>> VmRepository::Transitions(const std:
     sql += " FROM vm_transitions WHERE vm_id = ?1 ORDER BY seq";
     ASSIGN_OR_RETURN(Statement q, c.Prepare(sql));
     q.Bind(1, id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      ASSIGN_OR_RETURN(TransitionRecord t, ReadTransition(q));
-      out.push_back(std::move(t));
-    }
-    return base::OkStatus();
+    return AppendRows<TransitionRecord>(q, ReadTransition, &out);
   }));
   return out;
 }
@@ -508,13 +501,7 @@ base::Result<std::vector<TransitionRecord>> VmRepository::EventsSince(
     ASSIGN_OR_RETURN(Statement q, c.Prepare(sql));
     q.Bind(1, after_seq).Bind(2, int64_t{limit});
     if (!customer_id.empty()) q.Bind(3, customer_id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      ASSIGN_OR_RETURN(TransitionRecord t, ReadTransition(q));
-      out.push_back(std::move(t));
-    }
-    return base::OkStatus();
+    return AppendRows<TransitionRecord>(q, ReadTransition, &out);
   }));
   return out;
 }
