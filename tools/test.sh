@@ -21,9 +21,12 @@ if [ "${METALD_SKIP_FUZZ:-0}" != 1 ]; then
   # (METALD_FUZZ_JOBS, default nproc).
   fuzz=${METALD_FUZZ_BUILD_DIR:-$root/build/fuzz}
   # -O1 and line tables only: fuzzers need speed and symbolized stacks, not full debug info, and
-  # this halves the build.
+  # this halves the build. -DNDEBUG as in the shipped build: we fuzz what ships (ASan/UBSan and
+  # the harnesses' own checks stay on). Boost's debug asserts are off there too; see
+  # metald/rpc/fuzz/regress/README.md for the Beast assert that an assert-on build trips.
+  flags="-O1 -gline-tables-only -DNDEBUG"
   CC=clang-14 CXX=clang++-14 cmake -S . -B "$fuzz" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_C_FLAGS_RELEASE="-O1 -gline-tables-only" -DCMAKE_CXX_FLAGS_RELEASE="-O1 -gline-tables-only" \
+    -DCMAKE_C_FLAGS_RELEASE="$flags" -DCMAKE_CXX_FLAGS_RELEASE="$flags" \
     -DMETALD_FUZZ=ON -DMETALD_TESTS=OFF -DMETALD_BENCH=OFF >/dev/null
   targets=$(awk '{print $1}' "$fuzz/fuzzers.txt" 2>/dev/null | tr '\n' ' ')
   if [ -n "$targets" ]; then
