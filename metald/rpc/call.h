@@ -43,6 +43,11 @@ struct MethodDesc {
   // The handler never blocks: the engine may run it on the I/O thread, skipping the hop to the
   // handler pool.
   bool nonblocking = false;
+  // Most calls of this method admitted at once (queued or running); more are refused at once
+  // with resource_exhausted instead of being queued. Bounds how many handler threads a
+  // long-running method (a watch, a long poll) can hold, so it cannot starve the others.
+  // 0 = no per-method limit (the server's max_pending_calls still applies).
+  int max_concurrency = 0;
 };
 
 // Cancellation of one call, shared by the transport (peer reset or gone), the deadline timer and

@@ -98,7 +98,10 @@ struct Engine::Impl {
   void RejectTooLarge(const RequestHead& head, std::shared_ptr<ResponseWriter> writer);
   void CancelAll(const base::Status& reason);
 
-  void Register(const std::shared_ptr<Call>& call);
+  // Admits `call` (counted against max_pending_calls and its method's max_concurrency) and
+  // tracks it for CancelAll. resource_exhausted when a limit is reached; the call is then not
+  // registered and must be finished by the caller.
+  base::Status Register(const std::shared_ptr<Call>& call, const MethodDesc& desc);
   void Unregister(uint64_t id);
   void StartTimer(const std::shared_ptr<Call>& call, Clock::time_point deadline);
   void StopTimer(const std::shared_ptr<Call>& call);
@@ -117,6 +120,9 @@ struct Engine::Impl {
   std::mutex calls_mu;
   uint64_t next_call_id = 1;                                // guarded by calls_mu
   std::unordered_map<uint64_t, std::weak_ptr<Call>> calls;  // guarded by calls_mu
+  // Admitted calls per method with a max_concurrency, and the method of each such call.
+  std::unordered_map<const MethodDesc*, int> active_by_method;        // guarded by calls_mu
+  std::unordered_map<uint64_t, const MethodDesc*> limited_method_of;  // guarded by calls_mu
 };
 
 // One RPC exchange. Shared by the handler task, the deadline timer and the registry.
@@ -506,15 +512,33 @@ base::Status Engine::Impl::Call::Write(const google::protobuf::Message& message)
 
 // ---------------------------------------------------------------------------------------------
 
-void Engine::Impl::Register(const std::shared_ptr<Call>& call) {
+base::Status Engine::Impl::Register(const std::shared_ptr<Call>& call, const MethodDesc& desc) {
   std::lock_guard lock(calls_mu);
+  if (options.max_pending_calls != 0 && calls.size() >= options.max_pending_calls) {
+    return base::ResourceExhaustedError("Server overloaded: too many calls in flight");
+  }
+  if (desc.max_concurrency > 0) {
+    int& active = active_by_method[&desc];
+    if (active >= desc.max_concurrency) {
+      return base::ResourceExhaustedError("Too many concurrent " + desc.method + " calls (limit " +
+                                          std::to_string(desc.max_concurrency) + ")");
+    }
+    ++active;
+  }
   call->id = next_call_id++;
   calls.emplace(call->id, call);
+  if (desc.max_concurrency > 0) limited_method_of.emplace(call->id, &desc);
+  return base::OkStatus();
 }
 
 void Engine::Impl::Unregister(uint64_t id) {
   std::lock_guard lock(calls_mu);
   calls.erase(id);
+  auto it = limited_method_of.find(id);
+  if (it != limited_method_of.end()) {
+    if (--active_by_method[it->second] == 0) active_by_method.erase(it->second);
+    limited_method_of.erase(it);
+  }
 }
 
 void Engine::Impl::StartTimer(const std::shared_ptr<Call>& call, Clock::time_point deadline) {
@@ -722,7 +746,10 @@ void Engine::Impl::Handle(RequestHead head, std::string body,
   call->ctx = std::make_unique<CallContext>(desc, call->ct().protocol, call->ct().codec,
                                             std::move(head.headers), std::move(head.peer), deadline,
                                             cancel);
-  Register(call);
+  if (base::Status admitted = Register(call, desc); !admitted.ok()) {
+    call->FinishEarly(admitted);
+    return;
+  }
   if (deadline) StartTimer(call, *deadline);
   if (desc.nonblocking) {
     call->Run();

@@ -132,7 +132,11 @@ class EngineTest : public ::testing::Test {
   Engine& engine(size_t max_message_bytes = 4u << 20) {
     if (!engine_) {
       AddMethods();
-      engine_ = std::make_unique<Engine>(router_, EngineOptions{max_message_bytes, 4});
+      for (const auto& [path, limit] : method_limits_) {
+        EXPECT_TRUE(router_->SetMaxConcurrency(path, limit).ok()) << path;
+      }
+      engine_ = std::make_unique<Engine>(router_,
+                                         EngineOptions{max_message_bytes, 4, max_pending_calls_});
     }
     return *engine_;
   }
@@ -258,6 +262,9 @@ class EngineTest : public ::testing::Test {
 
   std::shared_ptr<Router> router_;
   std::unique_ptr<Engine> engine_;
+  // Applied when the engine is built.
+  size_t max_pending_calls_ = 4096;
+  std::vector<std::pair<std::string, int>> method_limits_;
   void SetGate(bool open) {
     std::lock_guard lock(gate_mu_);
     gate_open_ = open;
@@ -810,4 +817,69 @@ TEST_F(EngineTest, QueuedCallWithHugeDeadlineDoesNotHoldShutdown) {
 }
 
 }  // namespace
+// Starts a Wait call (it blocks until its token is cancelled) and returns its writer and token.
+struct PendingCall {
+  std::shared_ptr<FakeWriter> writer = std::make_shared<FakeWriter>();
+  std::shared_ptr<CancelToken> cancel = std::make_shared<CancelToken>();
+};
+
+TEST_F(EngineTest, MethodConcurrencyLimitRefusesInsteadOfQueueing) {
+  method_limits_ = {{"/test.v1.Echo/Wait", 2}};
+  EXPECT_EQ(router_->SetMaxConcurrency("/no.such/Method", 1).code(), StatusCode::kNotFound);
+  std::vector<PendingCall> running(2);
+  for (auto& c : running) {
+    engine().Handle(Post("/test.v1.Echo/Wait", {{"content-type", "application/json"}}), "\"x\"",
+                    c.writer, c.cancel);
+  }
+  // The third concurrent Wait is refused at once, naming the limit.
+  Recorded refused =
+      Do(Post("/test.v1.Echo/Wait", {{"content-type", "application/json"}}), "\"x\"");
+  EXPECT_EQ(refused.status, 429);
+  auto err = ErrorOf(refused);
+  EXPECT_EQ(err.code, StatusCode::kResourceExhausted);
+  EXPECT_NE(err.message.find("Wait"), std::string::npos) << err.message;
+  // Other methods are not limited by it.
+  EXPECT_EQ(Do(Post("/test.v1.Echo/Echo", {{"content-type", "application/json"}}), "\"y\"").status,
+            200);
+  // When one finishes, a new call is admitted again. The slot is released just after the
+  // answer is written, so the first attempts may still be refused.
+  running[0].cancel->Cancel(base::CancelledError("client went away"));
+  running[0].writer->Wait();
+  bool admitted = false;
+  for (int attempt = 0; attempt < 500 && !admitted; ++attempt) {
+    PendingCall again;
+    engine().Handle(Post("/test.v1.Echo/Wait", {{"content-type", "application/json"}}), "\"x\"",
+                    again.writer, again.cancel);
+    again.cancel->Cancel(base::CancelledError("done"));
+    Recorded r = again.writer->Wait();
+    admitted = ErrorOf(r).code == StatusCode::kCancelled;
+    if (!admitted) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(admitted);
+  running[1].cancel->Cancel(base::CancelledError("done"));
+  running[1].writer->Wait();
+}
+
+TEST_F(EngineTest, PendingCallLimitAnswersOverloadedAtOnce) {
+  max_pending_calls_ = 3;
+  std::vector<PendingCall> running(3);
+  for (auto& c : running) {
+    engine().Handle(Post("/test.v1.Echo/Wait", {{"content-type", "application/json"}}), "\"x\"",
+                    c.writer, c.cancel);
+  }
+  Recorded refused =
+      Do(Post("/test.v1.Echo/Echo", {{"content-type", "application/json"}}), "\"y\"");
+  EXPECT_EQ(ErrorOf(refused).code, StatusCode::kResourceExhausted);
+  for (auto& c : running) {
+    c.cancel->Cancel(base::CancelledError("done"));
+    c.writer->Wait();
+  }
+  int status = 0;
+  for (int attempt = 0; attempt < 500 && status != 200; ++attempt) {
+    status = Do(Post("/test.v1.Echo/Echo", {{"content-type", "application/json"}}), "\"y\"").status;
+    if (status != 200) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(status, 200);
+}
+
 }  // namespace metald::rpc::internal

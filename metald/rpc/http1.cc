@@ -48,6 +48,7 @@ struct Link {
   std::condition_variable drained;  // signalled when bytes are collected or the link closes
   SessionHost* host = nullptr;      // guarded by mu; null once closed
   size_t max_pending = 0;           // constant
+  std::chrono::milliseconds write_stall_timeout{0};  // constant
 };
 
 bool IsTokenChar(char c) {
@@ -143,8 +144,10 @@ class Http1Writer final : public ResponseWriter {
     if (!discard_body_) body_.append(bytes);
     link_->host->WakeWriter();
     if (!link_->host->OnIoThread()) {
-      link_->drained.wait(
-          lock, [&] { return link_->host == nullptr || body_.size() <= link_->max_pending; });
+      bool drained = link_->drained.wait_for(lock, link_->write_stall_timeout, [&] {
+        return link_->host == nullptr || body_.size() <= link_->max_pending;
+      });
+      if (!drained) return false;  // The peer stopped reading; give the handler thread back.
     }
     return link_->host != nullptr;
   }
@@ -178,8 +181,9 @@ class Http1Writer final : public ResponseWriter {
     link_->host->WakeWriter();
     // Same backpressure as SendData: a handler thread waits while a large body is pending.
     if (!link_->host->OnIoThread()) {
-      link_->drained.wait(
-          lock, [&] { return link_->host == nullptr || body_.size() <= link_->max_pending; });
+      link_->drained.wait_for(lock, link_->write_stall_timeout, [&] {
+        return link_->host == nullptr || body_.size() <= link_->max_pending;
+      });
     }
   }
 
@@ -321,6 +325,7 @@ class Http1Session final : public Session {
       : engine_(engine), limits_(limits), link_(std::make_shared<Link>()) {
     link_->host = host;
     link_->max_pending = limits.max_pending_bytes_per_exchange;
+    link_->write_stall_timeout = limits.write_stall_timeout;
   }
 
   ~Http1Session() override { OnClose(); }

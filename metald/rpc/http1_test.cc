@@ -565,6 +565,28 @@ TEST_F(Http1Test, CloseReleasesBlockedWriterAndCancels) {
   EXPECT_TRUE(stream_ended_with_error_.load());
 }
 
+TEST_F(Http1Test, StalledPeerFailsTheBlockedWriteAfterTheStallTimeout) {
+  limits_.max_pending_bytes_per_exchange = 64 << 10;
+  limits_.write_stall_timeout = std::chrono::milliseconds(200);
+  stream_message_bytes_ = 32 << 10;
+  stream_gate_.Open();
+  NewSession();
+  std::string body = Envelope(0, "\"100\"");
+  std::string request =
+      "POST /test.Echo/Count HTTP/1.1\r\nContent-Type: application/connect+json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_TRUE(session_->OnReadable(request).ok());
+  // Nothing is ever collected and the connection stays open: the handler's write fails after
+  // the stall timeout and the handler ends, instead of holding its thread for ever.
+  for (int i = 0; i < 2000 && !stream_ended_with_error_; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(stream_ended_with_error_.load());
+  EXPECT_LT(stream_written_.load(), 100);
+  session_->OnClose();
+}
+
 TEST_F(Http1Test, BeginShutdownClosesAfterInFlightResponse) {
   NewSession();
   ASSERT_TRUE(session_->OnReadable("GET /slow HTTP/1.1\r\n\r\n").ok());

@@ -62,7 +62,8 @@ nghttp2_nv MakeNv(const std::string& name, const std::string& value) {
 // State shared between the session (strand) and the ResponseWriters (any thread). Outlives the
 // session: a handler may hold its writer after the connection is gone.
 struct WriterShared {
-  WriterShared(SessionHost* h, size_t max_pending) : host(h), max_pending(max_pending) {}
+  WriterShared(SessionHost* h, size_t max_pending, std::chrono::milliseconds write_stall_timeout)
+      : host(h), max_pending(max_pending), write_stall_timeout(write_stall_timeout) {}
 
   // Asks the connection for a CollectOutput. No-op once the session closed.
   // REQUIRES: mu not held (the host may take its own locks).
@@ -88,6 +89,7 @@ struct WriterShared {
   SessionHost* host;  // guarded by host_mu; null after OnClose / destruction
 
   const size_t max_pending;
+  const std::chrono::milliseconds write_stall_timeout;
 };
 
 // The response half of one stream. Thread-safe: every field below is guarded by shared_->mu.
@@ -140,7 +142,9 @@ class Http2Writer final : public ResponseWriter {
     // Backpressure, only for handler threads: the strand must never wait for itself.
     if (shared_->OnIoThread()) return true;
     std::unique_lock lock(shared_->mu);
-    shared_->cv.wait(lock, [&] {
+    // Bounded: a peer that never opens its flow-control window gets the write failed after
+    // write_stall_timeout rather than holding this handler thread for ever.
+    shared_->cv.wait_for(lock, shared_->write_stall_timeout, [&] {
       return gone || PendingLocked() <= shared_->max_pending || cancel_->cancelled();
     });
     return !gone && PendingLocked() <= shared_->max_pending;
@@ -242,7 +246,8 @@ class Http2Session final : public Session {
       : host_(host),
         engine_(engine),
         limits_(limits),
-        shared_(std::make_shared<WriterShared>(host, limits.max_pending_bytes_per_exchange)) {
+        shared_(std::make_shared<WriterShared>(host, limits.max_pending_bytes_per_exchange,
+                                               limits.write_stall_timeout)) {
     nghttp2_session_callbacks* cbs = nullptr;
     METALD_CHECK(nghttp2_session_callbacks_new(&cbs) == 0);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, &OnBeginHeaders);

@@ -56,4 +56,14 @@ std::vector<std::string> Router::ServiceNames() const {
   return {names.begin(), names.end()};
 }
 
+base::Status Router::SetMaxConcurrency(std::string_view path, int limit) {
+  if (limit < 0) return base::InvalidArgumentError("max_concurrency must not be negative");
+  auto it = methods_.find(std::string(path));
+  if (it == methods_.end()) {
+    return base::NotFoundError("No method at " + std::string(path));
+  }
+  it->second.desc.max_concurrency = limit;
+  return base::OkStatus();
+}
+
 }  // namespace metald::rpc

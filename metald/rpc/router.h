@@ -40,6 +40,9 @@ class Router {
   // Serves GET and HEAD on an exact path (no RPC path may collide).
   base::Status AddHttpRoute(std::string path, HttpHandler handler);
   void AddInterceptor(std::shared_ptr<Interceptor> interceptor);
+  // Sets MethodDesc::max_concurrency of the method at `path` (e.g. one registered by generated
+  // code). not_found when no method has that path; invalid_argument when `limit` < 0.
+  base::Status SetMaxConcurrency(std::string_view path, int limit);
 
   const MethodHandler* FindMethod(std::string_view path) const;
   const HttpHandler* FindHttpRoute(std::string_view path) const;

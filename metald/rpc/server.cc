@@ -178,10 +178,14 @@ class ConnectionBase;
 // What every connection needs from the server. Thread-safe.
 class Registry {
  public:
-  // Adds a live connection; false once the server stops (the caller closes it).
+  // Most live connections; 0 = unlimited. Set before the first Add.
+  void set_max_live(size_t max_live) { max_live_ = max_live; }
+
+  // Adds a live connection; false once the server stops or when max_live connections are open
+  // already (the caller closes it).
   bool Add(std::shared_ptr<ConnectionBase> c) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return false;
+    if (stopping_ || (max_live_ != 0 && live_.size() >= max_live_)) return false;
     ConnectionBase* key = c.get();
     live_.emplace(key, std::move(c));
     return true;
@@ -220,6 +224,7 @@ class Registry {
     return out;
   }
 
+  size_t max_live_ = 0;  // Constant after Start.
   std::mutex mu_;
   std::condition_variable empty_;
   bool stopping_ = false;                                                      // guarded by mu_
@@ -686,16 +691,19 @@ class ServerImpl final : public Server {
       : options_(std::move(options)),
         engine_(std::make_unique<internal::Engine>(
             std::move(router),
-            internal::EngineOptions{options_.max_message_bytes, options_.handler_threads})),
+            internal::EngineOptions{options_.max_message_bytes, options_.handler_threads,
+                                    options_.max_pending_calls})),
         work_(asio::make_work_guard(ioc_)) {
     config_.engine = engine_.get();
     config_.limits.max_message_bytes = options_.max_message_bytes;
     config_.limits.max_header_bytes = options_.max_header_bytes;
     config_.limits.max_header_count = options_.max_header_count;
     config_.limits.max_concurrent_streams = options_.max_concurrent_streams;
+    config_.limits.write_stall_timeout = options_.write_stall_timeout;
     config_.read_timeout = options_.read_timeout;
     config_.idle_timeout = options_.idle_timeout;
     config_.registry = &registry_;
+    registry_.set_max_live(options_.max_connections);
   }
 
   ~ServerImpl() override { Shutdown(std::chrono::milliseconds(0)); }

@@ -43,6 +43,16 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{120'000};
   // Concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS). Default 100.
   unsigned max_concurrent_streams = 100;
+  // A handler blocked this long writing to a peer that does not read (full socket buffer,
+  // closed HTTP/2 window) has its write failed, so a stalled client cannot hold a handler thread.
+  std::chrono::milliseconds write_stall_timeout{60'000};
+  // Most open connections over all listeners; a connection beyond it is closed at once.
+  // 0 = unlimited. Default 4096.
+  size_t max_connections = 4096;
+  // Most calls admitted at once (queued for or running on the handler pool); more are answered
+  // with resource_exhausted at once instead of queueing without bound. 0 = unlimited.
+  // Default 4096. See also MethodDesc::max_concurrency.
+  size_t max_pending_calls = 4096;
   // Threads for sockets and for (blocking) handlers.
   int io_threads = 1;
   int handler_threads = 16;

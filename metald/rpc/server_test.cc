@@ -409,6 +409,38 @@ TEST_F(ServerTest, IdleKeepAliveConnectionIsClosed) {
   EXPECT_TRUE(c.WaitClosed());
 }
 
+TEST_F(ServerTest, ConnectionsBeyondTheLimitAreClosed) {
+  ServerOptions options;
+  options.listen = {"127.0.0.1:0"};
+  options.max_connections = 2;
+  StartServer(options);
+  const std::string address = server_->addresses()[0];
+  RawClient first = RawClient::Connect(address);
+  RawClient second = RawClient::Connect(address);
+  // Served connections answer, so both are registered before the third arrives.
+  for (RawClient* c : {&first, &second}) {
+    c->Send(Get("/healthz"));
+    auto r = c->ReadResponse();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->result_int(), 200);
+  }
+  RawClient third = RawClient::Connect(address);
+  ASSERT_TRUE(third.connected());  // The kernel accepts; the server closes it at once.
+  third.Send(Get("/healthz"));
+  EXPECT_FALSE(third.ReadResponse());
+  EXPECT_TRUE(third.WaitClosed());
+  // Closing one makes room again (the server notices the close asynchronously).
+  first = RawClient();
+  bool served = false;
+  for (int attempt = 0; attempt < 200 && !served; ++attempt) {
+    RawClient again = RawClient::Connect(address);
+    again.Send(Get("/healthz"));
+    served = again.ReadResponse().has_value();
+    if (!served) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(served);
+}
+
 TEST_F(ServerTest, SlowHandlerIsNotCutByTimers) {
   ServerOptions options;
   options.listen = {"127.0.0.1:0"};

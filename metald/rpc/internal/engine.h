@@ -21,6 +21,9 @@ namespace metald::rpc::internal {
 struct EngineOptions {
   size_t max_message_bytes = 4u << 20;  // decompressed request message limit
   int handler_threads = 16;
+  // Calls admitted at once (queued for or running on the handler pool, or inline); more are
+  // answered with resource_exhausted at once. 0 = unlimited.
+  size_t max_pending_calls = 4096;
 };
 
 class Engine {

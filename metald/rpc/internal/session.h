@@ -40,6 +40,10 @@ struct SessionLimits {
   unsigned max_concurrent_streams = 100;  // HTTP/2 only
   // A handler's SendData blocks while more than this many bytes of its exchange wait to be sent.
   size_t max_pending_bytes_per_exchange = 1u << 20;
+  // A handler blocked that long by a peer that does not read (full TCP buffer or HTTP/2 flow
+  // control window) gets a failed write instead of waiting for ever, so a stalled client cannot
+  // hold a handler thread.
+  std::chrono::milliseconds write_stall_timeout{60'000};
 };
 
 // REQUIRES (every method): called on the connection's strand, never concurrently.
