@@ -59,6 +59,9 @@ struct CreateRequest {
   std::string vm_dir;
   // TAP device names, one per spec.network entry, same order; already created and up.
   std::vector<std::string> tap_devices;
+  // Non-empty: the VMM process runs inside this network namespace ("/run/netns/<name>", from
+  // net::VmNetwork::netns_path), where the TAP devices are. Empty: the host's namespace.
+  std::string netns_path;
 };
 
 struct ShutdownRequest {

@@ -23,7 +23,8 @@ namespace metald::service {
 // deadline and cancellation; tests build it directly.
 struct Caller {
   // The customer the call acts for (auth::Principal::customer_id). Required: every operation is
-  // confined to this customer's VMs; another customer's VM is not_found, exactly like a missing one.
+  // confined to this customer's VMs; another customer's VM is not_found, exactly like a missing
+  // one.
   std::string customer_id;
   // Calls that wait (WaitVm, WatchVmEvents, waiting for a busy VM) give up at this time with
   // deadline_exceeded. nullopt = no deadline.
@@ -172,7 +173,7 @@ struct WatchVmEventsRequest {
 // when the VM does not exist or is deleted while waiting.
 struct WaitVmRequest {
   std::string vm_id;
-  std::vector<model::VmState> states;  // Required, non-empty.
+  std::vector<model::VmState> states;         // Required, non-empty.
   std::chrono::milliseconds timeout{60'000};  // 1 ms .. 10 min.
 };
 
