@@ -334,6 +334,7 @@ class Http1Session final : public Session {
     // After the last request (Connection: close, an error, a rejected body) input is ignored.
     if (closed_ || !accepting_) return base::OkStatus();
     inbuf_.append(bytes);
+    if (!bytes.empty()) starved_ = false;
     return Parse();
   }
 
@@ -412,7 +413,10 @@ class Http1Session final : public Session {
   }
 
   base::Status Parse() {
-    while (accepting_ && !inbuf_.empty() && !HeldBack()) {
+    // Beast's put() contract: after need_more, call again only with more bytes (its chunk-header
+    // parser asserts progress). CollectOutput resumes parsing without new bytes, so it must not
+    // re-present a buffer that already came back need_more.
+    while (accepting_ && !starved_ && !inbuf_.empty() && !HeldBack()) {
       if (!parser_) {
         parser_.emplace();
         parser_->header_limit(
@@ -423,7 +427,10 @@ class Http1Session final : public Session {
       size_t n = parser_->put(boost::asio::buffer(inbuf_), ec);
       inbuf_.erase(0, n);
       bool need_more = ec == http::error::need_more;
-      if (need_more) ec = {};
+      if (need_more) {
+        ec = {};
+        starved_ = true;
+      }
       if (ec == http::error::body_limit) {
         RejectTooLarge();
         return base::OkStatus();
@@ -569,6 +576,7 @@ class Http1Session final : public Session {
   std::optional<RequestHead> receiving_;  // the request whose body is being read
   std::deque<Pending> queue_;
   bool accepting_ = true;  // more requests may follow
+  bool starved_ = false;   // the parser said need_more and no byte arrived since
   bool shutdown_ = false;
   bool must_close_ = false;  // a response said Connection: close or has no length
   bool closed_ = false;
