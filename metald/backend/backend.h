@@ -23,6 +23,8 @@
 // VMM or its socket went away), deadline_exceeded, internal. Messages start with the operation
 // ("Boot vm-...: ").
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -51,6 +53,17 @@ struct VmHandle {
   friend bool operator==(const VmHandle&, const VmHandle&) = default;
 };
 
+// How the VMM of one VM is jailed (process/jail.h, process/jail_spec.h); chosen by the service.
+// Plain value.
+struct VmJail {
+  // Non-zero identity the VMM runs as, from a process::UidAllocator. TAP devices must be owned by
+  // it (net::VmNetworkRequest tap_owner_uid/gid), and writable disks writable by it.
+  uid_t uid = 0;
+  gid_t gid = 0;
+  // Files the VMM process writes itself into before exec (process::VmCgroup::procs_files).
+  std::vector<std::string> cgroup_procs_files;
+};
+
 struct CreateRequest {
   std::string vm_id;
   model::VmSpec spec;  // Validated (model::ValidateSpec) with resolved paths.
@@ -62,6 +75,10 @@ struct CreateRequest {
   // Non-empty: the VMM process runs inside this network namespace ("/run/netns/<name>", from
   // net::VmNetwork::netns_path), where the TAP devices are. Empty: the host's namespace.
   std::string netns_path;
+  // Set: the VMM runs jailed (chroot with only what this VM needs, this uid/gid, no capabilities,
+  // its cgroups). The backend builds the jail in Create and removes it in Delete; handle paths
+  // (api_socket, console_log) stay the outside ones. Unset: the VMM runs as metald's user.
+  std::optional<VmJail> jail;
 };
 
 struct ShutdownRequest {

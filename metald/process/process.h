@@ -17,8 +17,9 @@
 //
 // Errors name the step and errno: "fork: Resource temporarily unavailable (errno 11)".
 //
-// Extension point: the jailer (chroot, uid/gid, cgroup, netns, rlimits) arrives in a later issue
-// as an optional `JailSpec jail;` member of SpawnSpec, applied in the child between fork and exec.
+// Jailer: SpawnSpec::jail (jail_spec.h) confines the child between fork and exec (netns, cgroups,
+// rlimits, chroot, uid/gid, no capabilities, no_new_privs); the jail directory is built first with
+// jail.h. SpawnSpec::netns_path alone runs an unjailed child in a network namespace.
 //
 // Thread-safety: ProcessSpawner implementations are safe to call from any thread concurrently.
 
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "metald/base/status.h"
+#include "metald/process/jail_spec.h"
 
 namespace metald::process {
 
@@ -59,6 +61,10 @@ struct SpawnSpec {
   // Descriptors of metald passed to the child under the same numbers (e.g. an open TAP device).
   // Every other descriptor above 2 is closed in the child.
   std::vector<int> keep_fds;
+  // Non-empty: the child joins this network namespace (e.g. "/run/netns/<name>") before exec.
+  std::string netns_path;
+  // Set: the child is jailed (jail_spec.h). argv[0] and cwd are then paths inside jail->root.
+  std::optional<JailSpec> jail;
 };
 
 // How a process ended. `known` is false when the process was not metald's child (adopted after a
@@ -88,8 +94,10 @@ class ProcessSpawner {
 
   // Starts `spec` in a new session (see top). Returns once the child has exec'd; an exec failure
   // (missing binary, bad cwd, unopenable output file) is reported as an error naming the step,
-  // and the failed child is reaped. Errors: invalid_argument for an empty or relative argv[0],
-  // not_found for a missing executable, internal/unavailable for fork/pipe failures.
+  // and the failed child is reaped. A jailed spawn that fails names the jail step and errno
+  // ("Spawn: setuid: Operation not permitted (errno 1)"). Errors: invalid_argument for an empty or
+  // relative argv[0] or a bad jail (uid/gid 0, relative root), not_found for a missing
+  // executable or netns, internal/unavailable for fork/pipe failures.
   virtual base::Result<ProcessId> Spawn(const SpawnSpec& spec) = 0;
 
   // True while the process `id` names exists and is not a zombie. A zombie child of ours is

@@ -2,8 +2,12 @@
 // waiting and race-free signalling.
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -54,10 +58,31 @@ base::Status ErrnoStatus(const std::string& step, int err) {
   }
 }
 
-// Steps the child can fail at, reported through the exec-error pipe.
+// Steps the child can fail at, reported through the exec-error pipe. Jail steps are reported as
+// kJailBase + JailStep.
 enum ChildStep : int { kSetsid = 1, kDupStdio, kCloseFds, kKeepFd, kChdir, kExec };
+constexpr int kJailBase = 100;
 
-const char* ChildStepName(int step) {
+const char* RlimitName(int resource) {
+  switch (resource) {
+    case RLIMIT_NOFILE:
+      return "RLIMIT_NOFILE";
+    case RLIMIT_FSIZE:
+      return "RLIMIT_FSIZE";
+    case RLIMIT_NPROC:
+      return "RLIMIT_NPROC";
+    case RLIMIT_CORE:
+      return "RLIMIT_CORE";
+    case RLIMIT_MEMLOCK:
+      return "RLIMIT_MEMLOCK";
+    case RLIMIT_AS:
+      return "RLIMIT_AS";
+    default:
+      return "resource";
+  }
+}
+
+std::string ChildStepName(int step) {
   switch (step) {
     case kSetsid:
       return "setsid";
@@ -72,6 +97,8 @@ const char* ChildStepName(int step) {
     case kExec:
       return "execve";
     default:
+      if (step > kJailBase)
+        return std::string(JailStepName(static_cast<JailStep>(step - kJailBase)));
       return "child setup";
   }
 }
@@ -79,19 +106,83 @@ const char* ChildStepName(int step) {
 struct ChildError {
   int step;
   int err;
+  int index;  // Which cgroup file / rlimit failed; 0 otherwise.
+};
+
+// Everything the child needs, prepared before fork: after it only async-signal-safe calls and no
+// allocation (vectors are read, never grown).
+struct ChildPlan {
+  const char* path = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* cwd = nullptr;
+  int in_fd = -1;
+  int out_fd = -1;
+  int err_fd = -1;
+  const std::vector<int>* keep = nullptr;  // Sorted, distinct, all > 2, includes err_fd.
+  int netns_fd = -1;                       // -1: stay in metald's network namespace.
+  const JailSpec* jail = nullptr;          // Null: not jailed.
+  const std::vector<const char*>* cgroup_files = nullptr;
 };
 
 // In the child after fork: only async-signal-safe calls. Reports the failing step and errno
 // through `err_fd` (close-on-exec, so a successful exec closes it and the parent reads EOF).
-[[noreturn]] void ChildFail(int err_fd, int step) {
-  ChildError e{step, errno};
+[[noreturn]] void ChildFail(int err_fd, int step, int index = 0) {
+  ChildError e{step, errno, index};
   ssize_t unused = ::write(err_fd, &e, sizeof e);
   (void)unused;
   ::_exit(127);
 }
 
-[[noreturn]] void RunChild(const char* path, char* const* argv, char* const* envp, const char* cwd,
-                           int in_fd, int out_fd, int err_fd, const std::vector<int>& keep) {
+// Test-only fault injection: fails `step` as if its syscall had returned -1.
+void MaybeInject(const ChildPlan& p, JailStep step) {
+  if (p.jail != nullptr && p.jail->fault.step == step) {
+    errno = p.jail->fault.err;
+    ChildFail(p.err_fd, kJailBase + static_cast<int>(step));
+  }
+}
+
+[[noreturn]] void JailFail(const ChildPlan& p, JailStep step, int index = 0) {
+  ChildFail(p.err_fd, kJailBase + static_cast<int>(step), index);
+}
+
+// The capability drop of a jailed child: setgroups/setgid/setuid go through raw syscalls because
+// glibc's wrappers broadcast to every thread it believes exists, and after a raw clone() it still
+// believes in the parent's threads. The child is single-threaded, so per-thread is per-process.
+void DropPrivileges(const ChildPlan& p) {
+  const JailSpec& j = *p.jail;
+  MaybeInject(p, JailStep::kCapBound);
+  // Needs CAP_SETPCAP, so before setuid. EINVAL marks the end of the kernel's capability list.
+  for (int cap = 0; cap < 64; ++cap) {
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+      if (errno == EINVAL) break;
+      JailFail(p, JailStep::kCapBound, cap);
+    }
+  }
+  MaybeInject(p, JailStep::kSetgroups);
+  if (::syscall(SYS_setgroups, j.groups.size(), j.groups.empty() ? nullptr : j.groups.data()) < 0) {
+    JailFail(p, JailStep::kSetgroups);
+  }
+  MaybeInject(p, JailStep::kSetgid);
+  if (::syscall(SYS_setresgid, j.gid, j.gid, j.gid) < 0) JailFail(p, JailStep::kSetgid);
+  MaybeInject(p, JailStep::kSetuid);
+  if (::syscall(SYS_setresuid, j.uid, j.uid, j.uid) < 0) JailFail(p, JailStep::kSetuid);
+  // setuid away from 0 cleared the permitted, effective and ambient sets; the inheritable set
+  // survives it. Clear everything explicitly so the result does not depend on securebits.
+  MaybeInject(p, JailStep::kCapset);
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) {
+    JailFail(p, JailStep::kCapset);
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2];
+  std::memset(data, 0, sizeof data);
+  if (::syscall(SYS_capset, &header, data) < 0) JailFail(p, JailStep::kCapset);
+  MaybeInject(p, JailStep::kNoNewPrivs);
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) JailFail(p, JailStep::kNoNewPrivs);
+}
+
+[[noreturn]] void RunChild(const ChildPlan& p) {
+  int err_fd = p.err_fd;
   if (::setsid() < 0) ChildFail(err_fd, kSetsid);
   // Signal dispositions set to handlers are reset by execve, but ignored ones and the mask are
   // inherited: start the VMM with the defaults.
@@ -103,16 +194,42 @@ struct ChildError {
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // Fails for KILL/STOP.
 
-  if (::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(out_fd, 2) < 0) {
+  if (p.netns_fd >= 0) {
+    MaybeInject(p, JailStep::kSetns);
+    if (::setns(p.netns_fd, CLONE_NEWNET) < 0) JailFail(p, JailStep::kSetns);
+  }
+  if (p.jail != nullptr) {
+    // Into the VM's cgroups before anything of the VMM runs; "0" names the writer itself (also
+    // right inside a new PID namespace, where getpid() would say 1).
+    MaybeInject(p, JailStep::kCgroupWrite);
+    for (size_t i = 0; i < p.cgroup_files->size(); ++i) {
+      int fd = ::open((*p.cgroup_files)[i], O_WRONLY | O_CLOEXEC);
+      if (fd < 0) JailFail(p, JailStep::kCgroupWrite, static_cast<int>(i));
+      if (::write(fd, "0", 1) != 1) JailFail(p, JailStep::kCgroupWrite, static_cast<int>(i));
+      ::close(fd);
+    }
+    MaybeInject(p, JailStep::kSetrlimit);
+    for (size_t i = 0; i < p.jail->rlimits.size(); ++i) {
+      const JailRlimit& r = p.jail->rlimits[i];
+      struct rlimit lim {
+        static_cast<rlim_t>(r.soft), static_cast<rlim_t>(r.hard)
+      };
+      if (::setrlimit(static_cast<__rlimit_resource>(r.resource), &lim) < 0) {
+        JailFail(p, JailStep::kSetrlimit, static_cast<int>(i));
+      }
+    }
+  }
+
+  if (::dup2(p.in_fd, 0) < 0 || ::dup2(p.out_fd, 1) < 0 || ::dup2(p.out_fd, 2) < 0) {
     ChildFail(err_fd, kDupStdio);
   }
   // dup2 onto the same number keeps close-on-exec; clear it on the three stdio descriptors.
   for (int fd = 0; fd <= 2; ++fd) {
     if (::fcntl(fd, F_SETFD, 0) < 0) ChildFail(err_fd, kDupStdio);
   }
-  // Close every descriptor above 2 except `keep` and err_fd (sorted, distinct, all > 2).
+  // Close every descriptor above 2 except `keep` (which includes err_fd).
   unsigned int next = 3;
-  for (int fd : keep) {
+  for (int fd : *p.keep) {
     if (static_cast<unsigned int>(fd) > next &&
         ::close_range(next, static_cast<unsigned int>(fd) - 1, 0) < 0) {
       ChildFail(err_fd, kCloseFds);
@@ -120,13 +237,22 @@ struct ChildError {
     next = static_cast<unsigned int>(fd) + 1;
   }
   if (::close_range(next, ~0U, 0) < 0) ChildFail(err_fd, kCloseFds);
-  for (int fd : keep) {
+  for (int fd : *p.keep) {
     if (fd == err_fd) continue;
     int flags = ::fcntl(fd, F_GETFD);
     if (flags < 0 || ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) ChildFail(err_fd, kKeepFd);
   }
-  if (::chdir(cwd) < 0) ChildFail(err_fd, kChdir);
-  ::execve(path, argv, envp);
+  if (p.jail != nullptr) {
+    MaybeInject(p, JailStep::kChroot);
+    if (::chroot(p.jail->root.c_str()) < 0) JailFail(p, JailStep::kChroot);
+    MaybeInject(p, JailStep::kChdir);
+  }
+  if (::chdir(p.cwd) < 0) ChildFail(err_fd, kChdir);
+  if (p.jail != nullptr) {
+    DropPrivileges(p);
+    MaybeInject(p, JailStep::kExec);
+  }
+  ::execve(p.path, p.argv, p.envp);
   ChildFail(err_fd, kExec);
 }
 
@@ -157,15 +283,31 @@ ExitInfo FromSiginfo(const siginfo_t& info) {
   return e;
 }
 
+base::Status ValidateJail(const JailSpec& jail) {
+  if (jail.root.empty() || jail.root[0] != '/') {
+    return base::InvalidArgumentError("Spawn: jail root must be an absolute path");
+  }
+  if (jail.uid == 0 || jail.gid == 0) {
+    return base::InvalidArgumentError("Spawn: a jailed process must not run as uid or gid 0");
+  }
+  struct stat st;
+  if (::stat(jail.root.c_str(), &st) < 0) return ErrnoStatus("Spawn: stat " + jail.root, errno);
+  if (!S_ISDIR(st.st_mode)) {
+    return base::InvalidArgumentError("Spawn: jail root " + jail.root + " is not a directory");
+  }
+  return base::OkStatus();
+}
+
 class SystemSpawner final : public ProcessSpawner {
  public:
   base::Result<ProcessId> Spawn(const SpawnSpec& spec) override {
     if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/') {
       return base::InvalidArgumentError("Spawn: argv[0] must be an absolute path");
     }
-    if (::access(spec.argv[0].c_str(), X_OK) < 0) {
-      return ErrnoStatus("Spawn: access " + spec.argv[0], errno);
-    }
+    if (spec.jail) RETURN_IF_ERROR(ValidateJail(*spec.jail));
+    // A precheck for a clear error; the jailed child resolves argv[0] inside its root.
+    std::string exe = spec.jail ? spec.jail->root + spec.argv[0] : spec.argv[0];
+    if (::access(exe.c_str(), X_OK) < 0) return ErrnoStatus("Spawn: access " + exe, errno);
     std::vector<int> keep = spec.keep_fds;
     std::sort(keep.begin(), keep.end());
     keep.erase(std::unique(keep.begin(), keep.end()), keep.end());
@@ -199,12 +341,39 @@ class SystemSpawner final : public ProcessSpawner {
     child_keep.push_back(err_write.get());
     std::sort(child_keep.begin(), child_keep.end());
 
-    pid_t pid = ::fork();
-    if (pid < 0) return ErrnoStatus("Spawn: fork", errno);
-    if (pid == 0) {
-      RunChild(argv[0], argv.data(), envp.data(), cwd.c_str(), in_fd.get(), out_fd.get(),
-               err_write.get(), child_keep);
+    Fd netns_fd(spec.netns_path.empty() ? -1
+                                        : ::open(spec.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!spec.netns_path.empty() && netns_fd.get() < 0) {
+      return ErrnoStatus("Spawn: open netns " + spec.netns_path, errno);
     }
+    std::vector<const char*> cgroup_files;
+    if (spec.jail) {
+      for (const std::string& f : spec.jail->cgroup_procs_files) cgroup_files.push_back(f.c_str());
+    }
+    ChildPlan plan;
+    plan.path = argv[0];
+    plan.argv = argv.data();
+    plan.envp = envp.data();
+    plan.cwd = cwd.c_str();
+    plan.in_fd = in_fd.get();
+    plan.out_fd = out_fd.get();
+    plan.err_fd = err_write.get();
+    plan.keep = &child_keep;
+    plan.netns_fd = netns_fd.get();
+    plan.jail = spec.jail ? &*spec.jail : nullptr;
+    plan.cgroup_files = &cgroup_files;
+
+    pid_t pid;
+    if (spec.jail && spec.jail->new_pid_namespace) {
+      // clone() without CLONE_VM and with a null stack behaves like fork() and makes the child the
+      // init of a new PID namespace (unshare(CLONE_NEWPID) would only affect its children).
+      pid = static_cast<pid_t>(
+          ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+    } else {
+      pid = ::fork();
+    }
+    if (pid < 0) return ErrnoStatus("Spawn: fork", errno);
+    if (pid == 0) RunChild(plan);
     err_write.Reset();
     ChildError child_error{};
     ssize_t n;
@@ -218,6 +387,20 @@ class SystemSpawner final : public ProcessSpawner {
       std::string step = ChildStepName(child_error.step);
       if (child_error.step == kExec) step += " " + spec.argv[0];
       if (child_error.step == kChdir) step += " " + cwd;
+      if (child_error.step == kJailBase + static_cast<int>(JailStep::kSetns)) {
+        step += " " + spec.netns_path;
+      }
+      if (child_error.step == kJailBase + static_cast<int>(JailStep::kChroot)) {
+        step += " " + spec.jail->root;
+      }
+      if (child_error.step == kJailBase + static_cast<int>(JailStep::kCgroupWrite) &&
+          static_cast<size_t>(child_error.index) < cgroup_files.size()) {
+        step += std::string(" ") + cgroup_files[child_error.index];
+      }
+      if (child_error.step == kJailBase + static_cast<int>(JailStep::kSetrlimit) &&
+          static_cast<size_t>(child_error.index) < spec.jail->rlimits.size()) {
+        step += std::string(" ") + RlimitName(spec.jail->rlimits[child_error.index].resource);
+      }
       return ErrnoStatus("Spawn: " + step, child_error.err);
     }
     // The child exec'd. It is our child and unreaped, so its pid cannot be reused yet and its

@@ -54,6 +54,7 @@ base::Result<std::vector<std::string>> BuildQemuArgs(const QemuLaunch& launch) {
   add({"-smp", std::to_string(spec.cpu.vcpu_count)});
   add({"-m", std::to_string(spec.memory.size_bytes >> 20) + "M"});
   add({"-nodefaults", "-no-user-config", "-nographic"});
+  if (!launch.firmware_dir.empty()) add({"-L", launch.firmware_dir});
   add({"-S"});  // vCPUs stay stopped until Boot's "cont".
   // Modern virtio-mmio: virtio_input refuses legacy devices; net and blk work either way.
   add({"-global", "virtio-mmio.force-legacy=false"});

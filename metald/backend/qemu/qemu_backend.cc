@@ -6,17 +6,22 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "metald/backend/common/host_tsc.h"
 #include "metald/backend/common/kvm_probe.h"
 #include "metald/backend/qemu/qmp.h"
+#include "metald/process/jail.h"
+#include "metald/process/jail_elf.h"
 
 namespace metald::backend::qemu {
 namespace {
@@ -27,6 +32,8 @@ using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
 constexpr size_t kMaxUnixPath = 107;
+// Where a jailed QEMU sees the VM directory.
+constexpr const char* kRunDir = "/run/vm";
 
 std::string FindInPath(const std::string& name) {
   const char* path = std::getenv("PATH");
@@ -138,6 +145,11 @@ class QemuBackend final : public Backend {
       base::Result<process::ExitInfo> exit =
           spawner_->Kill(vm.handle.process, options_.kill_timeout);
       if (!exit.ok()) return exit.status().WithContext(ctx + ": kill VMM");
+      // The jail first: it bind-mounts vm_dir. Idempotent, so also right for an unjailed VM.
+      if (!options_.jail_base.empty()) {
+        base::Status removed = process::RemoveJail(options_.jail_base, vm.handle.vm_id);
+        if (!removed.ok()) return removed.WithContext(ctx);
+      }
       std::error_code ec;
       if (!vm.handle.console_log.empty()) fs::remove(vm.handle.console_log, ec);
       fs::remove_all(vm.handle.vm_dir, ec);
@@ -305,6 +317,8 @@ class QemuBackend final : public Backend {
     launch.qmp_socket = handle.api_socket;
     launch.console_log = handle.console_log;
     launch.tap_devices = req.tap_devices;
+    // Catches a spec QEMU cannot run before any jail is built (it is built again below with the
+    // in-jail paths).
     ASSIGN_OR_RETURN(std::vector<std::string> argv, BuildQemuArgs(launch));
 
     std::error_code ec;
@@ -313,10 +327,27 @@ class QemuBackend final : public Backend {
     fs::remove(handle.api_socket, ec);  // A stale socket from an earlier process.
 
     process::SpawnSpec spawn;
-    spawn.argv = std::move(argv);
     spawn.cwd = req.vm_dir;
     spawn.output_file = req.vm_dir + "/qemu.log";
-    ASSIGN_OR_RETURN(handle.process, spawner_->Spawn(spawn));
+    spawn.netns_path = req.netns_path;
+    bool jailed = false;
+    if (req.jail) {
+      RETURN_IF_ERROR(PrepareVmJail(req, handle, &launch, &spawn));
+      jailed = true;
+      base::Result<std::vector<std::string>> jailed_argv = BuildQemuArgs(launch);
+      if (!jailed_argv.ok()) {
+        (void)process::RemoveJail(options_.jail_base, req.vm_id);
+        return jailed_argv.status();
+      }
+      argv = std::move(*jailed_argv);
+    }
+    spawn.argv = std::move(argv);
+    base::Result<process::ProcessId> spawned = spawner_->Spawn(spawn);
+    if (!spawned.ok()) {
+      if (jailed) (void)process::RemoveJail(options_.jail_base, req.vm_id);
+      return spawned.status();
+    }
+    handle.process = *spawned;
 
     auto vm = std::make_shared<Vm>();
     vm->handle = handle;
@@ -332,11 +363,104 @@ class QemuBackend final : public Backend {
     if (!st.ok()) {
       vm->qmp.reset();
       (void)spawner_->Kill(handle.process, options_.kill_timeout);
+      if (jailed) (void)process::RemoveJail(options_.jail_base, req.vm_id);
       return st;
     }
     std::lock_guard<std::mutex> lock(mu_);
     vms_[req.vm_id] = vm;
     return handle;
+  }
+
+  // Builds the VM's jail (QemuOptions::jail_base) and rewrites `launch` to the in-jail paths and
+  // `spawn` to run jailed. On error nothing of the jail remains.
+  base::Status PrepareVmJail(const CreateRequest& req, const VmHandle& handle, QemuLaunch* launch,
+                             process::SpawnSpec* spawn) {
+    if (options_.jail_base.empty()) {
+      return base::FailedPreconditionError("a jailed VM needs QemuOptions::jail_base");
+    }
+    const VmJail& j = *req.jail;
+    if (j.uid == 0 || j.gid == 0) {
+      return base::InvalidArgumentError("a jailed VM must not run as uid or gid 0");
+    }
+    // The VM directory appears inside the jail at kRunDir; so must the files QEMU writes.
+    const std::string prefix = req.vm_dir + "/";
+    for (const std::string* p : {&handle.api_socket, &handle.console_log}) {
+      if (p->rfind(prefix, 0) != 0) {
+        return base::InvalidArgumentError("a jailed VM's " + *p + " must be inside " + req.vm_dir);
+      }
+    }
+    // Leftovers of an earlier incarnation (its process has exited) or of a crash.
+    RETURN_IF_ERROR(process::RemoveJail(options_.jail_base, req.vm_id));
+    if (::chown(req.vm_dir.c_str(), j.uid, j.gid) < 0 || ::chmod(req.vm_dir.c_str(), 0700) < 0) {
+      return base::InternalError("chown " + req.vm_dir + ": " + std::strerror(errno));
+    }
+
+    process::JailLayout layout;
+    layout.base = options_.jail_base;
+    layout.vm_id = req.vm_id;
+    layout.uid = j.uid;
+    layout.gid = j.gid;
+    ASSIGN_OR_RETURN(layout.files, QemuFiles(launch->kvm));
+    auto add = [&layout](const std::string& source, std::string target, bool writable) {
+      layout.files.push_back({source, target, writable});
+      return target;
+    };
+    model::BootSpec& boot = launch->spec.boot;
+    boot.kernel_path = add(boot.kernel_path, "/vm/kernel", false);
+    if (!boot.initrd_path.empty()) boot.initrd_path = add(boot.initrd_path, "/vm/initrd", false);
+    for (size_t i = 0; i < launch->spec.storage.size(); ++i) {
+      model::StorageSpec& d = launch->spec.storage[i];
+      d.path = add(d.path, "/vm/drive" + std::to_string(i), !d.read_only);
+    }
+    layout.dirs = {{req.vm_dir, kRunDir, true}};
+    layout.devices = process::StandardJailDevices(!req.tap_devices.empty(), launch->kvm);
+    ASSIGN_OR_RETURN(
+        process::PreparedJail jail,
+        process::PrepareJail(
+            layout, options_.jail_ops != nullptr ? options_.jail_ops : process::SystemJailOps()));
+
+    launch->qmp_socket = std::string(kRunDir) + "/" + handle.api_socket.substr(prefix.size());
+    launch->console_log = std::string(kRunDir) + "/" + handle.console_log.substr(prefix.size());
+    launch->firmware_dir = options_.firmware_dir;
+    spawn->cwd = kRunDir;
+    process::JailSpec js;
+    js.root = jail.root;
+    js.uid = j.uid;
+    js.gid = j.gid;
+    js.cgroup_procs_files = j.cgroup_procs_files;
+    js.rlimits = options_.jail_rlimits;
+    js.new_pid_namespace = options_.jail_new_pid_namespace;
+    spawn->jail = std::move(js);
+    return base::OkStatus();
+  }
+
+  // What every jailed QEMU needs (binary, loader, libraries, TCG module, firmware), computed once
+  // per accelerator.
+  base::Result<std::vector<process::JailFile>> QemuFiles(bool kvm) {
+    std::lock_guard<std::mutex> lock(files_mu_);
+    std::optional<std::vector<process::JailFile>>& cached = kvm ? kvm_files_ : tcg_files_;
+    if (cached) return *cached;
+    std::vector<std::string> elfs = {options_.binary};
+    std::string tcg = options_.module_dir + "/accel-tcg-x86_64.so";
+    if (!kvm && ::access(tcg.c_str(), R_OK) == 0) elfs.push_back(tcg);
+    std::vector<process::JailFile> files;
+    std::set<std::string> seen;
+    auto add = [&](const std::string& path) {
+      if (seen.insert(path).second) files.push_back({path, path, false});
+    };
+    for (const std::string& elf : elfs) {
+      add(elf);
+      ASSIGN_OR_RETURN(std::vector<std::string> objs, process::SharedObjects(elf, spawner_));
+      for (const std::string& o : objs) add(o);
+    }
+    // microvm's firmware (bios-microvm.bin, a link to qboot.rom) and the option ROMs -kernel uses.
+    for (const char* fw : {"bios-microvm.bin", "qboot.rom", "linuxboot_dma.bin", "linuxboot.bin",
+                           "pvh.bin", "kvmvapic.bin"}) {
+      std::string path = options_.firmware_dir + "/" + fw;
+      if (::access(path.c_str(), R_OK) == 0) add(path);
+    }
+    cached = files;
+    return files;
   }
 
   // Connects to the new QEMU's QMP socket, retrying until it listens. REQUIRES: vm.mu not shared
@@ -526,6 +650,11 @@ class QemuBackend final : public Backend {
 
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Vm>> vms_;  // Guarded by mu_.
+
+  std::mutex files_mu_;
+  // Guarded by files_mu_: QemuFiles results.
+  std::optional<std::vector<process::JailFile>> kvm_files_;
+  std::optional<std::vector<process::JailFile>> tcg_files_;
 };
 
 // Boots options.probe_kernel under KVM and waits for the readiness line.

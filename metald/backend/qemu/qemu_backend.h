@@ -18,12 +18,15 @@
 // Thread-safety: see backend.h. Each VM has a mutex serialising its QMP connection (QEMU serves one
 // QMP client at a time); Info and Metrics only try that mutex and fall back to cached values.
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "metald/backend/backend.h"
+#include "metald/process/jail.h"
 #include "metald/process/process.h"
 
 namespace metald::backend::qemu {
@@ -53,6 +56,30 @@ struct QemuOptions {
   // How long to wait for the process after "quit", and after SIGKILL. Default: 10 s each.
   std::chrono::milliseconds quit_timeout{10'000};
   std::chrono::milliseconds kill_timeout{10'000};
+
+  // Jails (CreateRequest::jail). A jailed QEMU is chrooted into <jail_base>/<vm_id>/root, which
+  // holds hard links (or read-only bind mounts) of: the binary, its ELF interpreter and shared
+  // libraries, the TCG accelerator module and its libraries (when not KVM), the microvm firmware
+  // and option ROMs; the kernel, initrd and disks at /vm/...; the VM directory bind-mounted at
+  // /run/vm (chowned to the VM, so QEMU creates its QMP socket and console log there and metald
+  // finds them at their usual outside paths); /dev/null, /dev/urandom, /dev/net/tun (with network)
+  // and /dev/kvm (with KVM). Directory holding the jails. Default: empty (a jailed Create fails).
+  std::string jail_base;
+  // Tests only: the JailOps the jail is built with (process/testing/fault_jail_ops.h fails one
+  // step on purpose). Not owned; outlives the backend. Default: null = process::SystemJailOps().
+  process::JailOps* jail_ops = nullptr;
+  // QEMU's firmware directory, passed with -L (inside the jail at the same path). Default:
+  // /usr/share/qemu.
+  std::string firmware_dir = "/usr/share/qemu";
+  // QEMU's module directory (accel-tcg-x86_64.so lives here on Debian). Default:
+  // /usr/lib/x86_64-linux-gnu/qemu.
+  std::string module_dir = "/usr/lib/x86_64-linux-gnu/qemu";
+  // Resource limits of a jailed QEMU. Default: RLIMIT_NOFILE 4096, RLIMIT_CORE 0 (no core dumps
+  // of guest memory).
+  std::vector<process::JailRlimit> jail_rlimits = {{RLIMIT_NOFILE, 4096, 4096},
+                                                   {RLIMIT_CORE, 0, 0}};
+  // A jailed QEMU is the init of its own PID namespace. Default: true.
+  bool jail_new_pid_namespace = true;
 };
 
 // Everything BuildQemuArgs needs; plain value.
@@ -66,6 +93,7 @@ struct QemuLaunch {
   std::string qmp_socket;
   std::string console_log;
   std::vector<std::string> tap_devices;  // One per spec.network entry.
+  std::string firmware_dir;              // Non-empty: passed as -L (a jailed QEMU).
 };
 
 // The qemu-system-x86_64 argv for `launch` (argv[0] = binary). Pure. invalid_argument when a

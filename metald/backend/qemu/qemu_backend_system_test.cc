@@ -3,16 +3,20 @@
 // without it) and the guest image in METALD_GUEST_DIR (built here if missing; needs root).
 // Every QEMU started here is killed on every exit path (Reaper).
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
 #include "metald/backend/qemu/qemu_backend.h"
+#include "metald/process/jail.h"
 #include "metald/process/process.h"
 
 #ifndef METALD_GUEST_DIR
@@ -253,6 +257,189 @@ TEST_F(QemuSystemTest, BadKernelFailsCreateAndLeavesNothingRunning) {
   EXPECT_NE(created.status().message().find("Create vm-bad"), std::string::npos)
       << created.status().ToString();
   EXPECT_TRUE(backend->List().empty());
+}
+
+// "Key:\tvalue" lines of /proc/<pid>/status.
+std::map<std::string, std::string> ProcStatus(pid_t pid) {
+  std::map<std::string, std::string> out;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string v = line.substr(colon + 1);
+    v.erase(0, v.find_first_not_of(" \t"));
+    out[line.substr(0, colon)] = v;
+  }
+  return out;
+}
+
+ino_t Inode(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+bool Shell(const std::string& cmd) { return std::system(cmd.c_str()) == 0; }
+
+// Live processes whose real uid is `uid`.
+int CountProcessesOfUid(uid_t uid) {
+  int n = 0;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return -1;
+  while (struct dirent* e = ::readdir(d)) {
+    char* end;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    std::map<std::string, std::string> st = ProcStatus(static_cast<pid_t>(pid));
+    if (st.count("Uid") && std::stoul(st["Uid"]) == uid && st["State"][0] != 'Z') ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+// The jailed QEMU (root only): chroot, fresh uid, no capabilities, its own network namespace with
+// a TAP owned by the VM, its cgroup, a writable root disk; the guest boots and answers ping; Delete
+// leaves no process, mount or file.
+class QemuJailSystemTest : public QemuSystemTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (jail, netns, cgroups)";
+    QemuSystemTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    tag_ = "metald-qj-" + std::to_string(::getpid());
+    ASSERT_TRUE(Shell("ip netns add " + tag_));
+    netns_ = "/run/netns/" + tag_;
+    ASSERT_TRUE(Shell("ip -n " + tag_ + " tuntap add dev tap0 mode tap user " +
+                      std::to_string(uid_) + " group " + std::to_string(uid_) + " && ip -n " +
+                      tag_ + " addr add 10.77.0.1/24 dev tap0 && ip -n " + tag_ +
+                      " link set tap0 up && ip -n " + tag_ + " link set lo up"));
+    for (const char* parent : {"/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+      std::string dir = std::string(parent) + "/" + tag_;
+      if (fs::exists(std::string(parent) + "/cgroup.procs") && ::mkdir(dir.c_str(), 0755) == 0) {
+        cgroup_dir_ = dir;
+        break;
+      }
+    }
+    ASSERT_FALSE(cgroup_dir_.empty());
+    options_.jail_base = tmp_ + "/jails";
+    mounts_before_ = process::MountsUnder(tmp_);
+  }
+
+  void TearDown() override {
+    QemuSystemTest::TearDown();
+    if (!cgroup_dir_.empty()) ::rmdir(cgroup_dir_.c_str());
+    if (!netns_.empty()) (void)Shell("ip netns delete " + tag_);
+  }
+
+  // Per test process, so concurrent runs never share a uid.
+  const uid_t uid_ = static_cast<uid_t>(960000 + ::getpid() % 5000);
+  std::string tag_;
+  std::string netns_;
+  std::string cgroup_dir_;
+  std::vector<std::string> mounts_before_;
+};
+
+TEST_F(QemuJailSystemTest, JailedVmBootsAndLeavesNothing) {
+  std::unique_ptr<Backend> backend = NewQemuBackend(options_, spawner_.get());
+  CreateRequest req = MakeRequest("vm-jail");
+  // A writable root disk the VM's uid owns (a per-VM copy, as the service would make).
+  std::string disk = tmp_ + "/root.ext4";
+  fs::copy_file(guest_ + "/rootfs.ext4", disk);
+  ASSERT_EQ(::chown(disk.c_str(), uid_, uid_), 0);
+  req.spec.storage = {{"root", disk, false, false}};
+  req.spec.network = {{"eth0", "02:00:00:00:77:02", "", "", "", 0, 0}};
+  req.spec.boot.kernel_args = "quiet metald.net=10.77.0.2/24,10.77.0.1 metald.root=/dev/vda";
+  req.tap_devices = {"tap0"};
+  req.netns_path = netns_;
+  req.jail = VmJail{uid_, uid_, {cgroup_dir_ + "/cgroup.procs"}};
+
+  base::Result<VmHandle> created = backend->Create(req);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  reaper_->Add(created->process);
+  const pid_t pid = created->process.pid;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  // Handle paths are the usual outside ones.
+  EXPECT_EQ(created->api_socket, req.vm_dir + "/qmp.sock");
+
+  std::map<std::string, std::string> st = ProcStatus(pid);
+  const std::string u = std::to_string(uid_);
+  EXPECT_EQ(st["Uid"], u + "\t" + u + "\t" + u + "\t" + u);
+  EXPECT_EQ(st["Gid"], u + "\t" + u + "\t" + u + "\t" + u);
+  for (const char* cap : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
+    EXPECT_EQ(st[cap], "0000000000000000") << cap;
+  }
+  EXPECT_EQ(st["NoNewPrivs"], "1");
+  EXPECT_EQ(st["NSpid"], std::to_string(pid) + "\t1");  // Init of its own PID namespace.
+  const std::string jail_root = options_.jail_base + "/vm-jail/root";
+  EXPECT_EQ(fs::read_symlink(proc + "/root").string(), jail_root);
+  EXPECT_EQ(Inode(proc + "/ns/net"), Inode(netns_));
+  std::string procs = ReadFile(cgroup_dir_ + "/cgroup.procs");
+  EXPECT_NE(("\n" + procs).find("\n" + std::to_string(pid) + "\n"), std::string::npos) << procs;
+  EXPECT_NE(ReadFile(proc + "/limits").find("Max open files            4096"), std::string::npos);
+  EXPECT_EQ(ReadFile(proc + "/environ"), "");
+  // The jail holds hard links, not copies: the kernel inside is the kernel outside.
+  EXPECT_EQ(Inode(jail_root + "/vm/kernel"), Inode(guest_ + "/vmlinuz"));
+
+  ASSERT_TRUE(backend->Boot("vm-jail").ok());
+  ASSERT_TRUE(WaitForConsole(created->console_log, "METALD-GUEST-READY", 1))
+      << "console:\n"
+      << ReadFile(created->console_log);
+  std::string console = ReadFile(created->console_log);
+  EXPECT_NE(console.find("METALD-GUEST-ROOT /dev/vda"), std::string::npos);
+  EXPECT_NE(console.find("METALD-GUEST-NET eth0 10.77.0.2/24"), std::string::npos);
+  // The guest answers from the VM's network namespace, through the TAP the jailed QEMU opened.
+  bool pinged = false;
+  for (int i = 0; i < 30 && !pinged; ++i) {
+    pinged = Shell("ip netns exec " + tag_ + " ping -c 1 -W 2 10.77.0.2 >/dev/null 2>&1");
+  }
+  EXPECT_TRUE(pinged);
+
+  // Graceful: the guest sees the power button and powers off; QEMU (its PID namespace's init)
+  // exits 0.
+  ShutdownRequest graceful;
+  graceful.graceful = true;
+  graceful.timeout = milliseconds(120'000);
+  base::Result<ShutdownResult> down = backend->Shutdown("vm-jail", graceful);
+  ASSERT_TRUE(down.ok()) << down.status().ToString();
+  EXPECT_TRUE(down->graceful);
+  EXPECT_TRUE(down->exit.clean()) << process::ToString(down->exit);
+  ASSERT_TRUE(backend->Delete("vm-jail").ok());
+  EXPECT_FALSE(fs::exists(options_.jail_base + "/vm-jail"));
+  EXPECT_FALSE(fs::exists(req.vm_dir));
+  EXPECT_EQ(process::MountsUnder(tmp_), mounts_before_);
+  EXPECT_EQ(CountProcessesOfUid(uid_), 0);
+  EXPECT_EQ(ReadFile(cgroup_dir_ + "/cgroup.procs"), "");
+}
+
+TEST_F(QemuJailSystemTest, FailedJailedCreateLeavesNothing) {
+  std::unique_ptr<Backend> backend = NewQemuBackend(options_, spawner_.get());
+  // A kernel that does not exist: the jail build fails at its first look at it.
+  CreateRequest req = MakeRequest("vm-jail-bad");
+  req.spec.boot.kernel_path = tmp_ + "/no-such-kernel";
+  req.jail = VmJail{uid_, uid_, {cgroup_dir_ + "/cgroup.procs"}};
+  base::Result<VmHandle> created = backend->Create(req);
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.status().message().find("no-such-kernel: No such file or directory (errno 2)"),
+            std::string::npos)
+      << created.status().ToString();
+  EXPECT_FALSE(fs::exists(options_.jail_base + "/vm-jail-bad"));
+
+  // A QEMU that starts in its jail and exits at once (a kernel file QEMU cannot load): the process
+  // is reaped and the jail removed.
+  std::string junk = tmp_ + "/junk-kernel";
+  std::ofstream(junk) << "not a kernel";
+  req.spec.boot.kernel_path = junk;
+  created = backend->Create(req);
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.status().message().find("QEMU exited at start"), std::string::npos)
+      << created.status().ToString();
+  EXPECT_FALSE(fs::exists(options_.jail_base + "/vm-jail-bad"));
+  EXPECT_EQ(process::MountsUnder(tmp_), mounts_before_);
+  EXPECT_EQ(CountProcessesOfUid(uid_), 0);
+  EXPECT_TRUE(backend->List().empty());
+
+  // Uid 0 is refused before anything is built.
+  req.jail->uid = 0;
+  EXPECT_EQ(backend->Create(req).status().code(), base::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -108,6 +108,39 @@ TEST(QemuArgsTest, RefusesWhatCannotBeExpressed) {
   EXPECT_EQ(BuildQemuArgs(l).status().code(), base::StatusCode::kInvalidArgument);
 }
 
+TEST(QemuArgsTest, FirmwareDirOnlyWhenJailed) {
+  QemuLaunch l = BaseLaunch();
+  base::Result<std::vector<std::string>> args = BuildQemuArgs(l);
+  ASSERT_TRUE(args.ok());
+  EXPECT_THAT(*args, ::testing::Not(Contains("-L")));
+  l.firmware_dir = "/usr/share/qemu";
+  args = BuildQemuArgs(l);
+  ASSERT_TRUE(args.ok());
+  EXPECT_EQ(After(*args, "-L"), "/usr/share/qemu");
+}
+
+TEST(QemuBackendTest, JailedCreateWithoutJailBaseIsRefused) {
+  std::unique_ptr<process::ProcessSpawner> real = process::NewSystemSpawner();
+  process::testing::FaultSpawner spawner(real.get());
+  QemuOptions options;
+  options.binary = "/bin/true";
+  options.accel = Accel::kTcg;
+  std::unique_ptr<Backend> backend = NewQemuBackend(options, &spawner);
+  CreateRequest req;
+  req.vm_id = "vm-j";
+  req.vm_dir = ::testing::TempDir() + "metald-qemu-jail-unit";
+  req.spec.cpu.vcpu_count = 1;
+  req.spec.memory.size_bytes = 128ull << 20;
+  req.spec.boot.kernel_path = "/img/vmlinuz";
+  req.jail = VmJail{900001, 900001, {}};
+  base::Result<VmHandle> r = backend->Create(req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), base::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("jail_base"));
+  EXPECT_EQ(spawner.spawn_calls, 0);
+  std::filesystem::remove_all(req.vm_dir);
+}
+
 TEST(QemuStatusTest, MapsQmpStatusToVmState) {
   EXPECT_EQ(StateFromQmpStatus("prelaunch"), model::VmState::kCreated);
   EXPECT_EQ(StateFromQmpStatus("running"), model::VmState::kRunning);
