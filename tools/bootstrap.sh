@@ -15,7 +15,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev libsqlite3-dev sqlite3 libjwt-dev libcli11-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev wrk
   qemu-system-x86 busybox-static cpio e2fsprogs kmod
-  iproute2 nftables iputils-ping procps psmisc python3 openssl
+  iproute2 nftables iputils-ping procps psmisc python3 openssl jq
 )
 # The machine image ships Node.js 20 with its own npm; Debian's nodejs package conflicts with it,
 # so Debian's is installed only where no node is present at all.

@@ -34,6 +34,8 @@
 #include "metald/model/vm_spec.h"
 #include "metald/net/network.h"
 #include "metald/observe/log.h"
+#include "metald/process/cgroup.h"
+#include "metald/process/jail.h"
 #include "metald/service/requests.h"
 #include "metald/store/repository.h"
 
@@ -89,6 +91,21 @@ struct ServiceOptions {
   observe::Logger logger;
   // Nanoseconds since the Unix epoch. Default: system_clock.
   std::function<int64_t()> now_unix_ns;
+
+  // Jailing (docs/jail.md "The service"). true: every VMM runs jailed (backend::VmJail): its own
+  // uid/gid from ServiceDeps::uids (held from CreateVm to DeleteVm; the TAP is owned by it), in
+  // its own cgroup from ServiceDeps::cgroups (made before each VMM start, removed once the VMM is
+  // gone). Requires both deps (invalid_argument otherwise). Default: false (the VMM runs as
+  // metald's user, no cgroup).
+  bool jail = false;
+  // Added to spec.memory.size_bytes for the cgroup's memory limit: QEMU's own code, page tables,
+  // device buffers. Default: 64 MiB.
+  uint64_t jail_memory_overhead_bytes = 64ull << 20;
+  // The only directory (absolute) a jailed VM's writable disk may resolve into. Such a disk is
+  // chowned to the VM's uid at CreateVm (refused with failed_precondition when another VM's uid
+  // owns it) and chowned back to root at DeleteVm. Empty: a jailed VM may only have read-only
+  // disks (invalid_argument otherwise); metald never chowns a shared image. Default: empty.
+  std::string jail_writable_disk_dir;
 };
 
 struct ServiceDeps {
@@ -98,6 +115,9 @@ struct ServiceDeps {
   // (such a CreateVm is invalid_argument "network: networking is disabled on this daemon").
   // Not owned; outlives the service.
   net::Network* network = nullptr;
+  // Required when ServiceOptions::jail; ignored otherwise. Not owned; outlive the service.
+  process::CgroupManager* cgroups = nullptr;
+  process::UidAllocator* uids = nullptr;
 };
 
 // Validates the options, runs start-up recovery and starts the monitor thread. Errors:
