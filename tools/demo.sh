@@ -8,7 +8,8 @@
 #   sudo bash tools/demo.sh stop     # stops the demo daemon and removes its VMs
 #
 # Demo mode: dev tokens ("Authorization: Bearer dev_customer_<id>"), listening on
-# 127.0.0.1:8080 only, QEMU guests under TCG (KVM when it really works here), no VM networking.
+# 127.0.0.1:8080 only, QEMU guests under TCG (KVM when it really works here); as root every VMM is
+# jailed (--jail) and every VM gets its own network namespace, TAP and address (--network).
 # Environment: METALD_BUILD_DIR (default build/demo), METALD_DEMO_DATA (default
 # /var/lib/metald-demo), METALD_DEMO_LISTEN (default 127.0.0.1:8080), METALD_DEMO_NO_BUILD=1
 # (use the metald and metalctl already built in METALD_BUILD_DIR; skip cmake and ninja).
@@ -69,7 +70,17 @@ stop_demo() {
     kill -TERM "$(cat "$old")" || true
   fi
   rm -f "$old"
-  rm -rf "$data"
+  # The host-wide network objects outlive a daemon on purpose (running VMs keep their network
+  # across a restart); with no demo VM left they can go.
+  ip link del mtld0 2>/dev/null || true
+  nft delete table bridge mtld 2>/dev/null || true
+  nft delete table inet mtld 2>/dev/null || true
+  # A jail still mounted (its daemon died before deleting the VM) must not be recursed into.
+  local mnt
+  while read -r mnt; do
+    umount -l "$mnt" 2>/dev/null || true
+  done < <(awk -v d="$data/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+  rm -rf --one-file-system "$data"
 }
 
 metalctl_bin() { echo "$build/metald/cli/metalctl"; }
@@ -101,10 +112,18 @@ say "Starting metald on $addr (data dir $data, log $log)"
 stop_demo "$metalctl"
 mkdir -p "$data"
 export METALD_SERVER=http://$addr METALD_TOKEN=$token
+# As root the demo shows the production setup: every VMM jailed (chroot, own uid, cgroups, no
+# capabilities) and every VM on its own network namespace, TAP and address behind the host bridge.
+isolation=()
+net_flag=()
+if [ "$(id -u)" = 0 ]; then
+  isolation=(--jail --network)
+  net_flag=(--net)
+fi
 setsid "$metald" --listen "$addr" --data-dir "$data" --backend qemu --dev-tokens \
   --image-root "$guest" --accel auto --kvm-probe-kernel "$guest/vmlinuz" \
   --kvm-probe-initrd "$guest/initrd.img" --log-format text --ready-file "$data/ready" \
-  </dev/null >"$log" 2>&1 &
+  "${isolation[@]}" </dev/null >"$log" 2>&1 &
 echo $! >"$pidfile"
 for _ in $(seq 600); do
   [ -s "$data/ready" ] && break
@@ -116,7 +135,8 @@ echo "metald pid $(cat "$pidfile") serving on $(paste -sd' ' "$data/ready")"
 
 say "Creating the demo VM: metalctl create --kernel $guest/vmlinuz --initrd $guest/initrd.img --vcpus 1 --memory 256M"
 out=$("$metalctl" --output json create --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
-  --cmdline "metald.hostname=demo" --vcpus 1 --memory 256M) || die "metalctl create failed: $out"
+  --cmdline "metald.hostname=demo" --vcpus 1 --memory 256M "${net_flag[@]}") ||
+  die "metalctl create failed: $out"
 id=$(jq -r '(.vm_id // .vmId // .vm.vm_id // .vm.vmId // .id) // empty' <<<"$out" 2>/dev/null || true)
 [ -n "$id" ] || id=$(grep -oE 'vm-[0-9a-z]{26}' <<<"$out" | head -n1)
 [ -n "$id" ] || die "no VM id in the output of metalctl create: $out"
@@ -136,6 +156,17 @@ grep -q METALD-GUEST-READY "$console" 2>/dev/null ||
   die "the guest printed no METALD-GUEST-READY within 300 s; see $console"
 echo "guest booted: $(tr -d '\r' <"$console" | grep -m1 METALD-GUEST-READY)"
 "$metalctl" get "$id"
+info=$("$metalctl" --output json get "$id")
+vmm_pid=$(jq -r '.vm.processId // empty' <<<"$info")
+guest_ip=$(jq -r '.vm.network[0].ipv4Address // empty' <<<"$info")
+guest_ip=${guest_ip%%/*}
+extra=""
+if [ -n "$guest_ip" ]; then
+  extra+="  ping -c 3 $guest_ip                  # the guest's own address (console: METALD-GUEST-NET)"$'\n'
+fi
+if [ -n "$vmm_pid" ] && [ "${#isolation[@]}" -gt 0 ]; then
+  extra+="  grep -E 'Uid|CapEff|NoNewPrivs' /proc/$vmm_pid/status; ls -l /proc/$vmm_pid/root   # the jailed VMM"$'\n'
+fi
 
 cat <<EOT
 
@@ -145,7 +176,7 @@ Try (as root, in this directory):
   export METALD_SERVER=http://$addr METALD_TOKEN=$token PATH=$(dirname "$metalctl"):\$PATH
   metalctl list
   metalctl get $id
-  metalctl pause $id && metalctl resume $id
+${extra}  metalctl pause $id && metalctl resume $id
   metalctl reboot $id                     # the console shows METALD-GUEST-READY again
   metalctl shutdown $id                   # graceful (ACPI power button): METALD-GUEST-POWEROFF
   metalctl boot $id                       # start it again
