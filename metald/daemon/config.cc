@@ -217,6 +217,13 @@ std::optional<ConfigError> Validate(Config& c, const std::vector<std::string>& t
     return ConfigError{"--cpu-ratio " + std::to_string(c.cpu_ratio) +
                        ": must be more than 0 and at most 64"};
   }
+  if (c.customer_cpus_max < 0 || c.customer_cpus_max > 4096) {
+    return ConfigError{"--customer-cpus-max " + std::to_string(c.customer_cpus_max) +
+                       ": must be between 0 (no cap) and 4096"};
+  }
+  if ((c.customer_memory_max_mib > 0 || c.customer_cpus_max > 0) && !c.jail) {
+    return ConfigError{"--customer-memory-max-mib/--customer-cpus-max: need --jail (cgroups)"};
+  }
   if (!c.writable_disk_dir.empty()) {
     std::error_code ec;
     if (c.writable_disk_dir[0] != '/' || !std::filesystem::is_directory(c.writable_disk_dir, ec)) {
@@ -334,6 +341,12 @@ ParseOutcome ParseConfig(const std::vector<std::string>& args, const EnvLookup& 
   add("cpu-ratio", c.cpu_ratio, "cgroup CPU max = vCPUs x ratio")->capture_default_str();
   add("jail-memory-overhead-mib", c.jail_memory_overhead_mib,
       "cgroup memory max = guest memory + this")
+      ->capture_default_str();
+  add("customer-memory-max-mib", c.customer_memory_max_mib,
+      "Cap on the memory of all VMs of one customer together (0 = none)")
+      ->capture_default_str();
+  add("customer-cpus-max", c.customer_cpus_max,
+      "Cap on the host CPUs of all VMs of one customer together (0 = none)")
       ->capture_default_str();
   add("writable-disk-dir", c.writable_disk_dir,
       "Where writable disks of jailed VMs must be (default: none, read-only disks only)");

@@ -69,6 +69,9 @@ struct Config {
   std::string cgroup_root = "metald";      // Name of metald's cgroup under each hierarchy.
   double cpu_ratio = 1.0;                  // CPU max = vCPUs x ratio.
   uint64_t jail_memory_overhead_mib = 64;  // cgroup memory = guest memory + this.
+  // Caps on all VMs of one customer together (its cgroup); 0 = no cap.
+  uint64_t customer_memory_max_mib = 0;
+  double customer_cpus_max = 0;
   // The only place writable disks of jailed VMs may be (chowned to the VM's uid while it
   // exists); empty: jailed VMs get read-only disks only. Absolute, under an image root.
   std::string writable_disk_dir;

@@ -269,6 +269,14 @@ TEST_F(ConfigTest, JailFlags) {
   ExpectError(ParseValid({"--jail", "--jail-base", "relative"}),
               "--jail-base relative: must be an absolute path");
   ExpectError(ParseValid({"--writable-disk-dir", images_}), "--writable-disk-dir: needs --jail");
+  ExpectError(ParseValid({"--customer-cpus-max", "2"}),
+              "--customer-memory-max-mib/--customer-cpus-max: need --jail (cgroups)");
+  ExpectError(ParseValid({"--jail", "--customer-cpus-max", "-1"}),
+              "--customer-cpus-max -1.000000: must be between 0 (no cap) and 4096");
+  o = ParseValid({"--jail", "--customer-memory-max-mib", "4096", "--customer-cpus-max", "2.5"});
+  ASSERT_TRUE(o.run) << o.output;
+  EXPECT_EQ(o.config.customer_memory_max_mib, 4096u);
+  EXPECT_DOUBLE_EQ(o.config.customer_cpus_max, 2.5);
   ExpectError(ParseValid({"--jail", "--writable-disk-dir", dir_ + "/nope"}),
               "--writable-disk-dir " + dir_ + "/nope: not an absolute, existing directory");
 }

@@ -247,6 +247,8 @@ int Run(const Config& config) {
     process::CgroupOptions cgroup_options;
     cgroup_options.root_name = config.cgroup_root;
     cgroup_options.cpu_ratio = config.cpu_ratio;
+    cgroup_options.default_customer_limits.memory_bytes = config.customer_memory_max_mib << 20;
+    cgroup_options.default_customer_limits.cpus = config.customer_cpus_max;
     auto opened = process::CgroupManager::Open(cgroup_options);
     if (!opened.ok()) return Fail("--cgroup-root " + config.cgroup_root, opened.status());
     cgroups = std::move(*opened);

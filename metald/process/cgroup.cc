@@ -422,6 +422,11 @@ Status WriteV1Memory(CgroupFs* fs, const std::string& dir, int64_t bytes /* -1 =
 
 }  // namespace
 
+CustomerLimits CgroupManager::CustomerLimitsFor(const std::string& customer_id) const {
+  auto it = customer_limits_.find(customer_id);
+  return it != customer_limits_.end() ? it->second : options_.default_customer_limits;
+}
+
 Status CgroupManager::ApplyCustomerLimits(const std::string& customer_id,
                                           const CustomerLimits& limits) {
   if (const Hierarchy* h = HierarchyFor("memory")) {
@@ -477,9 +482,8 @@ Status CgroupManager::WriteLimits(const std::string& customer_id, const VmCgroup
     std::string dir = dir_of(h);
     double cpus = limits.vcpus * options_.cpu_ratio;
     if (!h->v2) {
-      auto it = customer_limits_.find(customer_id);
-      if (it != customer_limits_.end() && it->second.cpus > 0)
-        cpus = std::min(cpus, it->second.cpus);
+      const CustomerLimits caps = CustomerLimitsFor(customer_id);
+      if (caps.cpus > 0) cpus = std::min(cpus, caps.cpus);
     }
     std::string period = std::to_string(options_.cpu_period_us);
     std::string quota = std::to_string(QuotaUs(cpus, options_.cpu_period_us));
@@ -568,8 +572,9 @@ Result<VmCgroup> CgroupManager::Create(const std::string& customer_id, const std
   }
   if (made_customer) {
     auto it = customer_limits_.find(customer_id);
-    if (it != customer_limits_.end()) {
-      Status st = ApplyCustomerLimits(customer_id, it->second);
+    if (it != customer_limits_.end() || options_.default_customer_limits.memory_bytes > 0 ||
+        options_.default_customer_limits.cpus > 0) {
+      Status st = ApplyCustomerLimits(customer_id, CustomerLimitsFor(customer_id));
       if (!st.ok()) return undo(st);
     }
   }

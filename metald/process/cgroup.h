@@ -66,6 +66,11 @@ class CgroupFs {
 
 enum class CgroupVersion { kNone, kV1, kV2 };
 
+struct CustomerLimits {
+  uint64_t memory_bytes = 0;
+  double cpus = 0;  // host CPUs, e.g. 2.5
+};
+
 struct CgroupOptions {
   // Name of metald's own group at the top of each hierarchy. Tests use a unique one so they never
   // touch a running metald's groups. Default: "metald".
@@ -84,6 +89,9 @@ struct CgroupOptions {
   // Where mounts are read from (the cgroup2 mount is the v2 root; "cgroup" mounts give v1
   // controllers). Default: "/proc/self/mounts".
   std::string mounts_file = "/proc/self/mounts";
+  // Caps of every customer group for which SetCustomerLimits was never called (0 = no cap).
+  // Default: none.
+  CustomerLimits default_customer_limits;
   // Not owned; must outlive the manager. null = CgroupFs::Default(). Tests inject faults here.
   CgroupFs* fs = nullptr;
 };
@@ -112,11 +120,6 @@ struct CgroupLimits {
 };
 
 // Caps on a customer's total across its VMs. 0 = no cap.
-struct CustomerLimits {
-  uint64_t memory_bytes = 0;
-  double cpus = 0;  // host CPUs, e.g. 2.5
-};
-
 // One VM's group, as made by Create or found by Lookup. Plain value; safe to store.
 struct VmCgroup {
   std::string customer_id;
@@ -200,6 +203,9 @@ class CgroupManager {
 
   const Hierarchy* HierarchyFor(std::string_view controller) const;
   base::Status ApplyCustomerLimits(const std::string& customer_id, const CustomerLimits& limits);
+  // The caps of `customer_id`: set by SetCustomerLimits, else options_.default_customer_limits.
+  // REQUIRES: mu_ held.
+  CustomerLimits CustomerLimitsFor(const std::string& customer_id) const;
   base::Status WriteLimits(const std::string& customer_id, const VmCgroup& vm,
                            const CgroupLimits& limits);
   // Removes each VM dir (retrying EBUSY); not_found counts as removed.

@@ -374,6 +374,27 @@ TEST_F(CgroupFakeTest, V1CpuQuotaIsClampedToTheCustomerCap) {
   EXPECT_EQ(fs_.Get("/v1/memory/metald-t/c/memory.limit_in_bytes"), "-1");
 }
 
+TEST_F(CgroupFakeTest, DefaultCustomerLimitsApplyUntilSetCustomerLimits) {
+  SetUpV1(false);
+  CgroupOptions o;
+  o.root_name = "metald-t";
+  o.mounts_file = "/mounts";
+  o.fs = &fs_;
+  o.default_customer_limits = {.memory_bytes = 256 * kMiB, .cpus = 2};
+  auto mgr = CgroupManager::Open(o);
+  ASSERT_TRUE(mgr.ok()) << mgr.status().ToString();
+  ASSERT_TRUE((*mgr)->Create("c", "v", Limits(kMiB, 4)).ok());
+  EXPECT_EQ(fs_.Get("/v1/memory/metald-t/c/memory.limit_in_bytes"), std::to_string(256 * kMiB));
+  EXPECT_EQ(fs_.Get("/v1/cpu,cpuacct/metald-t/c/cpu.cfs_quota_us"), "200000");
+  // The VM's own quota is clamped to its customer's default cap (v1 refuses more).
+  EXPECT_EQ(fs_.Get("/v1/cpu,cpuacct/metald-t/c/v/cpu.cfs_quota_us"), "200000");
+  // A customer's own caps replace the default.
+  ASSERT_TRUE((*mgr)->SetCustomerLimits("d", {.cpus = 3}).ok());
+  ASSERT_TRUE((*mgr)->Create("d", "w", Limits(kMiB, 4)).ok());
+  EXPECT_EQ(fs_.Get("/v1/cpu,cpuacct/metald-t/d/cpu.cfs_quota_us"), "300000");
+  EXPECT_EQ(fs_.Get("/v1/memory/metald-t/d/memory.limit_in_bytes"), "-1");
+}
+
 TEST_F(CgroupFakeTest, RemoveRefusesWhileProcessesRemainAndRetriesBusy) {
   SetUpV2("cpu memory pids");
   auto mgr = Open();
