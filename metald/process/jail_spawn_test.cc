@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "metald/process/jail.h"
+#include "metald/process/proc_stat.h"
 #include "metald/process/process.h"
 
 namespace metald::process {
@@ -33,20 +34,6 @@ std::string ReadAll(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// "Key:\tvalue" lines of /proc/<pid>/status.
-std::map<std::string, std::string> Status(pid_t pid) {
-  std::map<std::string, std::string> out;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string v = line.substr(colon + 1);
-    v.erase(0, v.find_first_not_of(" \t"));
-    out[line.substr(0, colon)] = v;
-  }
-  return out;
 }
 
 ino_t Inode(const std::string& path) {
@@ -63,7 +50,7 @@ std::vector<pid_t> ProcessesOfUid(uid_t uid) {
     char* end;
     long pid = std::strtol(e->d_name, &end, 10);
     if (*end != '\0' || pid <= 0) continue;
-    std::map<std::string, std::string> st = Status(static_cast<pid_t>(pid));
+    std::map<std::string, std::string> st = ReadProcStatusFields(static_cast<pid_t>(pid));
     if (st.count("Uid") && std::stoul(st["Uid"]) == uid && st["State"][0] != 'Z') {
       out.push_back(static_cast<pid_t>(pid));
     }
@@ -163,7 +150,7 @@ TEST_F(JailSpawnTest, ProcessRunsConfined) {
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   const std::string proc = "/proc/" + std::to_string(id->pid);
 
-  std::map<std::string, std::string> st = Status(id->pid);
+  std::map<std::string, std::string> st = ReadProcStatusFields(id->pid);
   const std::string u = std::to_string(layout_.uid);
   EXPECT_EQ(st["Uid"], u + "\t" + u + "\t" + u + "\t" + u);
   EXPECT_EQ(st["Gid"], u + "\t" + u + "\t" + u + "\t" + u);
@@ -234,7 +221,7 @@ TEST_F(JailSpawnTest, NewPidNamespace) {
   spec.jail->new_pid_namespace = true;
   base::Result<ProcessId> id = spawner_->Spawn(spec);
   ASSERT_TRUE(id.ok()) << id.status().ToString();
-  std::map<std::string, std::string> st = Status(id->pid);
+  std::map<std::string, std::string> st = ReadProcStatusFields(id->pid);
   // Host pid, then 1: the VMM is the init of its own PID namespace.
   EXPECT_EQ(st["NSpid"], std::to_string(id->pid) + "\t1");
   EXPECT_NE(Inode("/proc/" + std::to_string(id->pid) + "/ns/pid"), Inode("/proc/self/ns/pid"));
@@ -257,7 +244,7 @@ TEST_F(JailSpawnTest, NetnsWithoutJail) {
   base::Result<ProcessId> id = spawner_->Spawn(spec);
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   EXPECT_EQ(Inode("/proc/" + std::to_string(id->pid) + "/ns/net"), Inode(netns_));
-  EXPECT_EQ(Status(id->pid)["Uid"].substr(0, 2), "0\t");
+  EXPECT_EQ(ReadProcStatusFields(id->pid)["Uid"].substr(0, 2), "0\t");
   ASSERT_TRUE(spawner_->Kill(*id, milliseconds(10'000)).ok());
 
   spec.netns_path = tmp_ + "/no-such-netns";

@@ -108,4 +108,26 @@ base::Result<uint64_t> ReadVmRssBytes(pid_t pid) {
   return ParseVmRssBytes(text);
 }
 
+std::map<std::string, std::string> ParseProcStatusFields(std::string_view status_text) {
+  std::map<std::string, std::string> fields;
+  while (!status_text.empty()) {
+    size_t end = status_text.find('\n');
+    std::string_view line = status_text.substr(0, end);
+    status_text.remove_prefix(end == std::string_view::npos ? status_text.size() : end + 1);
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view value = line.substr(colon + 1);
+    size_t start = value.find_first_not_of(" \t");
+    value.remove_prefix(start == std::string_view::npos ? value.size() : start);
+    fields[std::string(line.substr(0, colon))] = std::string(value);
+  }
+  return fields;
+}
+
+std::map<std::string, std::string> ReadProcStatusFields(pid_t pid) {
+  base::Result<std::string> text = ReadProcFile(pid, "status");
+  if (!text.ok()) return {};
+  return ParseProcStatusFields(*text);
+}
+
 }  // namespace metald::process

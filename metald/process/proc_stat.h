@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,15 @@ base::Result<ProcStat> ParseProcStat(std::string_view text);
 // The VmRSS line of /proc/<pid>/status in bytes; 0 when absent (kernel threads, zombies).
 // invalid_argument for a malformed VmRSS line.
 base::Result<uint64_t> ParseVmRssBytes(std::string_view status_text);
+
+// Every "Key:<blanks>value" line of a /proc/<pid>/status text, value without its leading blanks
+// ("Uid" -> "1000\t1000\t1000\t1000", "CapEff" -> "0000000000000000"). Lines without ':' are
+// skipped; a repeated key keeps its last value.
+std::map<std::string, std::string> ParseProcStatusFields(std::string_view status_text);
+
+// Reads /proc/<pid>/status and returns ParseProcStatusFields of it; empty when the process does
+// not exist.
+std::map<std::string, std::string> ReadProcStatusFields(pid_t pid);
 
 // Reads and parses /proc/<pid>/stat. not_found when the process does not exist.
 base::Result<ProcStat> ReadProcStat(pid_t pid);

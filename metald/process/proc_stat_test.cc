@@ -51,4 +51,22 @@ TEST(ProcStatTest, ParsesVmRss) {
 }
 
 }  // namespace
+TEST(ProcStatusFields, ParsesKeysAndTrimsLeadingBlanks) {
+  auto f = ParseProcStatusFields(
+      "Name:\tqemu-system-x86\nUid:\t900000\t900000\t900000\t900000\n"
+      "CapEff:\t0000000000000000\nno colon here\nNoNewPrivs:\t1\nEmpty:\n");
+  EXPECT_EQ(f["Name"], "qemu-system-x86");
+  EXPECT_EQ(f["Uid"], "900000\t900000\t900000\t900000");
+  EXPECT_EQ(f["CapEff"], "0000000000000000");
+  EXPECT_EQ(f["NoNewPrivs"], "1");
+  EXPECT_EQ(f["Empty"], "");
+  EXPECT_EQ(f.size(), 5u);
+}
+
+TEST(ProcStatusFields, ReadsOwnProcessAndNothingForAMissingOne) {
+  auto self = ReadProcStatusFields(::getpid());
+  EXPECT_EQ(self["Pid"], std::to_string(::getpid()));
+  EXPECT_TRUE(ReadProcStatusFields(0x3fffffff).empty());
+}
+
 }  // namespace metald::process

@@ -30,6 +30,7 @@
 #include "metald/net/testing/fault_injecting_runner.h"
 #include "metald/process/cgroup.h"
 #include "metald/process/jail.h"
+#include "metald/process/proc_stat.h"
 #include "metald/process/process.h"
 #include "metald/process/testing/fault_jail_ops.h"
 #include "metald/service/vm_service.h"
@@ -77,19 +78,6 @@ std::string WaitForLine(const std::string& path, const std::string& re,
   return "";
 }
 
-std::map<std::string, std::string> ProcStatus(pid_t pid) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(ReadFile("/proc/" + std::to_string(pid) + "/status"));
-  for (std::string line; std::getline(in, line);) {
-    size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string v = line.substr(colon + 1);
-    v.erase(0, v.find_first_not_of(" \t"));
-    out[line.substr(0, colon)] = v;
-  }
-  return out;
-}
-
 ino_t Inode(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
@@ -117,7 +105,7 @@ std::vector<pid_t> ProcessesOfUids(uid_t first, uid_t last) {
     char* end = nullptr;
     long pid = std::strtol(e->d_name, &end, 10);
     if (*end != '\0' || pid <= 0) continue;
-    auto st = ProcStatus(static_cast<pid_t>(pid));
+    auto st = process::ReadProcStatusFields(static_cast<pid_t>(pid));
     if (!st.count("Uid") || st["State"].empty() || st["State"][0] == 'Z') continue;
     uid_t uid = static_cast<uid_t>(std::stoul(st["Uid"]));
     if (uid >= first && uid <= last) out.push_back(static_cast<pid_t>(pid));
@@ -499,7 +487,7 @@ TEST_F(IsolationSystemTest, GuestsAreReachableIsolatedAndJailed) {
   const pid_t pid = static_cast<pid_t>(info->pid);
   ASSERT_GT(pid, 0);
   const std::string proc = "/proc/" + std::to_string(pid);
-  auto st = ProcStatus(pid);
+  auto st = process::ReadProcStatusFields(pid);
   std::optional<uid_t> uid = uids_->Find(a1->id);
   ASSERT_TRUE(uid.has_value());
   EXPECT_NE(*uid, 0u);

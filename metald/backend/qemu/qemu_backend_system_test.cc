@@ -17,6 +17,7 @@
 
 #include "metald/backend/qemu/qemu_backend.h"
 #include "metald/process/jail.h"
+#include "metald/process/proc_stat.h"
 #include "metald/process/process.h"
 
 #ifndef METALD_GUEST_DIR
@@ -259,20 +260,6 @@ TEST_F(QemuSystemTest, BadKernelFailsCreateAndLeavesNothingRunning) {
   EXPECT_TRUE(backend->List().empty());
 }
 
-// "Key:\tvalue" lines of /proc/<pid>/status.
-std::map<std::string, std::string> ProcStatus(pid_t pid) {
-  std::map<std::string, std::string> out;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string v = line.substr(colon + 1);
-    v.erase(0, v.find_first_not_of(" \t"));
-    out[line.substr(0, colon)] = v;
-  }
-  return out;
-}
-
 ino_t Inode(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
@@ -289,7 +276,7 @@ int CountProcessesOfUid(uid_t uid) {
     char* end;
     long pid = std::strtol(e->d_name, &end, 10);
     if (*end != '\0' || pid <= 0) continue;
-    std::map<std::string, std::string> st = ProcStatus(static_cast<pid_t>(pid));
+    std::map<std::string, std::string> st = process::ReadProcStatusFields(static_cast<pid_t>(pid));
     if (st.count("Uid") && std::stoul(st["Uid"]) == uid && st["State"][0] != 'Z') ++n;
   }
   ::closedir(d);
@@ -360,7 +347,7 @@ TEST_F(QemuJailSystemTest, JailedVmBootsAndLeavesNothing) {
   // Handle paths are the usual outside ones.
   EXPECT_EQ(created->api_socket, req.vm_dir + "/qmp.sock");
 
-  std::map<std::string, std::string> st = ProcStatus(pid);
+  std::map<std::string, std::string> st = process::ReadProcStatusFields(pid);
   const std::string u = std::to_string(uid_);
   EXPECT_EQ(st["Uid"], u + "\t" + u + "\t" + u + "\t" + u);
   EXPECT_EQ(st["Gid"], u + "\t" + u + "\t" + u + "\t" + u);
