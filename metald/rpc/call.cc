@@ -16,10 +16,7 @@ std::string_view ProtocolName(Protocol p) {
   return "unknown";
 }
 
-bool CancelToken::cancelled() const {
-  std::lock_guard lock(mu_);
-  return cancelled_;
-}
+bool CancelToken::cancelled() const { return cancelled_fast_.load(std::memory_order_acquire); }
 
 base::Status CancelToken::reason() const {
   std::lock_guard lock(mu_);
@@ -33,6 +30,7 @@ bool CancelToken::Cancel(base::Status reason) {
     if (cancelled_) return false;
     cancelled_ = true;
     reason_ = reason.ok() ? base::CancelledError("Call canceled") : std::move(reason);
+    cancelled_fast_.store(true, std::memory_order_release);
     callbacks.swap(callbacks_);
   }
   cv_.notify_all();

@@ -6,6 +6,7 @@
 // methods marked nonblocking). A CallContext is used by one handler thread at a time; only its
 // CancelToken is shared with the transport and the deadline timer, and that is thread-safe.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -69,7 +70,11 @@ class CancelToken {
  private:
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  bool cancelled_ = false;                               // guarded by mu_
+  bool cancelled_ = false;  // guarded by mu_
+  // A copy of cancelled_ for cancelled(), which every call checks several times: set (release)
+  // under mu_ together with cancelled_ and reason_, so a reader that sees true also sees the
+  // reason through reason().
+  std::atomic<bool> cancelled_fast_{false};
   base::Status reason_;                                  // guarded by mu_
   uint64_t next_handle_ = 1;                             // guarded by mu_
   std::map<uint64_t, std::function<void()>> callbacks_;  // guarded by mu_

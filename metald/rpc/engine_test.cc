@@ -882,4 +882,80 @@ TEST_F(EngineTest, PendingCallLimitAnswersOverloadedAtOnce) {
   EXPECT_EQ(status, 200);
 }
 
+namespace {
+
+// Request and response messages live on a per-call arena whose first block is per thread.
+// Handlers must still see ordinary messages: heap messages swapped or moved in, copies kept
+// after the call, and a nonblocking handler that runs another nonblocking call inline on the
+// same thread (which then must not share the thread's first block).
+TEST(EngineArenaTest, HandlerMessagesBehaveLikeHeapMessages) {
+  auto router = std::make_shared<Router>();
+  Engine* engine_ptr = nullptr;
+  std::vector<StringValue> kept;  // copies of requests, read after their calls ended
+
+  MethodHandler inner;
+  inner.desc = {"test.v1.Arena", "Inner", "/test.v1.Arena/Inner", MethodKind::kUnary, false, true};
+  inner.request_prototype = &StringValue::default_instance();
+  inner.response_prototype = &StringValue::default_instance();
+  inner.unary = [&kept](CallContext&, const google::protobuf::Message& req,
+                        google::protobuf::Message& resp) -> base::Status {
+    const auto& in = static_cast<const StringValue&>(req);
+    kept.push_back(in);
+    // A heap message swapped into the arena response.
+    auto heap = std::make_unique<StringValue>();
+    heap->set_value("inner(" + in.value() + ")" + std::string(64, 'i'));
+    static_cast<StringValue&>(resp).Swap(heap.get());
+    return base::OkStatus();
+  };
+  ASSERT_TRUE(router->AddMethod(inner).ok());
+
+  MethodHandler outer = inner;
+  outer.desc = {"test.v1.Arena", "Outer", "/test.v1.Arena/Outer", MethodKind::kUnary, false, true};
+  outer.unary = [&kept, &engine_ptr](CallContext&, const google::protobuf::Message& req,
+                                     google::protobuf::Message& resp) -> base::Status {
+    const auto& in = static_cast<const StringValue&>(req);
+    // Fill this thread's arena block before the nested call allocates.
+    static_cast<StringValue&>(resp).set_value(std::string(8 << 10, 'o'));
+    RequestHead head;
+    head.method = "POST";
+    head.path = "/test.v1.Arena/Inner";
+    head.headers = {{"content-type", "application/proto"}};
+    head.peer = "unix";
+    auto w = std::make_shared<FakeWriter>();
+    engine_ptr->Handle(std::move(head), Proto(in.value() + "-nested"), w,
+                       std::make_shared<CancelToken>());
+    Recorded nested = w->Wait();  // inline: already answered
+    if (nested.status != 200) return base::InternalError("nested call failed");
+    StringValue moved = ParseProto(nested.body);
+    kept.push_back(in);
+    static_cast<StringValue&>(resp) = std::move(moved);
+    return base::OkStatus();
+  };
+  ASSERT_TRUE(router->AddMethod(outer).ok());
+
+  Engine engine(router, EngineOptions{4u << 20, 2, 16});
+  engine_ptr = &engine;
+  for (int i = 0; i < 3; ++i) {
+    RequestHead head;
+    head.method = "POST";
+    head.path = "/test.v1.Arena/Outer";
+    head.headers = {{"content-type", "application/json"}};
+    head.peer = "unix";
+    auto w = std::make_shared<FakeWriter>();
+    std::string value = "call" + std::to_string(i) + std::string(100, 'x');
+    engine.Handle(std::move(head), "\"" + value + "\"", w, std::make_shared<CancelToken>());
+    Recorded r = w->Wait();
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, "\"inner(" + value + "-nested)" + std::string(64, 'i') + "\"");
+  }
+  ASSERT_EQ(kept.size(), 6u);
+  for (int i = 0; i < 3; ++i) {
+    std::string value = "call" + std::to_string(i) + std::string(100, 'x');
+    EXPECT_EQ(kept[2 * i].value(), value + "-nested");
+    EXPECT_EQ(kept[2 * i + 1].value(), value);
+    EXPECT_EQ(kept[2 * i].GetArena(), nullptr);  // copies made by the handler are heap messages
+  }
+}
+
+}  // namespace
 }  // namespace metald::rpc::internal

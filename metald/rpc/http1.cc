@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -175,7 +176,13 @@ class Http1Writer final : public ResponseWriter {
     headers_ = std::move(headers);
     discard_body_ = traits_.head || status < 200 || status == 204 || status == 304;
     body_bytes_ += body.size();
-    if (!discard_body_) body_.append(body);
+    if (!discard_body_) {
+      if (body_.empty()) {
+        body_ = std::move(body);
+      } else {
+        body_.append(body);
+      }
+    }
     trailers_ = std::move(trailers);
     ended_ = true;
     link_->host->WakeWriter();
@@ -250,8 +257,11 @@ class Http1Writer final : public ResponseWriter {
   // REQUIRES: link_->mu held; headers_given_.
   void WriteHead(std::string* out, bool last) {
     bool handler_close = false;
-    for (std::string_view v : headers_.GetAll("connection")) {
-      if (AsciiLower(v).find("close") != std::string::npos) handler_close = true;
+    for (const auto& [name, value] : headers_) {
+      if (AsciiIEquals(name, "connection") &&
+          AsciiLower(value).find("close") != std::string::npos) {
+        handler_close = true;
+      }
     }
     std::optional<std::string> content_length;
     if (discard_body_) {
@@ -278,11 +288,15 @@ class Http1Writer final : public ResponseWriter {
     closes_connection_ =
         last || handler_close || !traits_.keep_alive || framing_ == Framing::kCloseDelimited;
 
-    out->append("HTTP/1.1 ");
-    out->append(std::to_string(status_));
-    out->push_back(' ');
-    out->append(ReasonPhrase(status_));
-    out->append("\r\n");
+    if (status_ == 200) {
+      out->append("HTTP/1.1 200 OK\r\n");
+    } else {
+      out->append("HTTP/1.1 ");
+      out->append(std::to_string(status_));
+      out->push_back(' ');
+      out->append(ReasonPhrase(status_));
+      out->append("\r\n");
+    }
     for (const auto& [name, value] : headers_) {
       if (SafeField(name, value) && !IsFramingField(name)) AppendField(out, name, value);
     }
@@ -451,7 +465,8 @@ class Http1Session final : public Session {
     return base::OkStatus();
   }
 
-  RequestHead MakeHead(const http::request<http::string_body>& msg) const {
+  // `field_count`: how many fields msg has (a capacity hint).
+  RequestHead MakeHead(const http::request<http::string_body>& msg, size_t field_count) const {
     RequestHead head;
     head.method = std::string(msg.method_string());
     std::string_view target = msg.target();
@@ -463,6 +478,7 @@ class Http1Session final : public Session {
     size_t q = target.find('?');
     head.path = std::string(target.substr(0, q));
     if (q != std::string_view::npos) head.query = std::string(target.substr(q + 1));
+    head.headers.Reserve(field_count);
     for (const auto& field : msg) {
       std::string_view name = field.name_string();
       // Hop-by-hop fields describe this connection, not the request.
@@ -499,7 +515,7 @@ class Http1Session final : public Session {
     }
     auto writer = std::make_shared<Http1Writer>(link_, TraitsOf(msg));
     queue_.push_back({writer, std::make_shared<CancelToken>()});
-    receiving_ = MakeHead(msg);
+    receiving_ = MakeHead(msg, count);
     auto expect = msg.find(http::field::expect);
     if (expect != msg.end() && AsciiIEquals(expect->value(), "100-continue") &&
         msg.version() >= 11 && !parser_->is_done()) {
@@ -532,7 +548,7 @@ class Http1Session final : public Session {
     } else {
       // Beast stops at a too-large Content-Length after reading every field: the head is whole.
       const auto& msg = parser_->get();
-      head = MakeHead(msg);
+      head = MakeHead(msg, static_cast<size_t>(std::distance(msg.begin(), msg.end())));
       RequestTraits traits = TraitsOf(msg);
       traits.keep_alive = false;
       writer = std::make_shared<Http1Writer>(link_, traits);

@@ -18,6 +18,7 @@
 #include "metald/rpc/internal/engine.h"
 #include "metald/rpc/internal/session.h"
 #include "metald/rpc/router.h"
+#include "metald/rpc/testing/test_methods.h"
 
 namespace metald::rpc::internal {
 namespace {
@@ -52,25 +53,6 @@ class FakeHost : public SessionHost {
   std::mutex mu_;
   std::condition_variable cv_;
   bool woken_ = false;
-};
-
-// A one-shot gate a handler waits on until the test opens it.
-class Gate {
- public:
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  bool Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, std::chrono::seconds(20), [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
 };
 
 std::string Envelope(uint8_t flags, std::string_view payload) {
@@ -129,14 +111,7 @@ class Http1Test : public ::testing::Test {
  protected:
   void SetUp() override {
     auto router = std::make_shared<Router>();
-    ASSERT_TRUE(router
-                    ->AddHttpRoute("/healthz",
-                                   [](const HttpRequest&) {
-                                     HttpResponse r;
-                                     r.body = "ok";
-                                     return r;
-                                   })
-                    .ok());
+    ASSERT_TRUE(router->AddHttpRoute("/healthz", testing::TextRoute("ok")).ok());
     ASSERT_TRUE(router
                     ->AddHttpRoute("/echo",
                                    [](const HttpRequest& req) {
@@ -154,20 +129,7 @@ class Http1Test : public ::testing::Test {
                                      return r;
                                    })
                     .ok());
-    MethodHandler say;
-    say.desc.service = "test.Echo";
-    say.desc.method = "Say";
-    say.desc.path = "/test.Echo/Say";
-    say.desc.kind = MethodKind::kUnary;
-    say.request_prototype = &StringValue::default_instance();
-    say.response_prototype = &StringValue::default_instance();
-    say.unary = [](CallContext&, const google::protobuf::Message& req,
-                   google::protobuf::Message& resp) {
-      static_cast<StringValue&>(resp).set_value("hello " +
-                                                static_cast<const StringValue&>(req).value());
-      return base::OkStatus();
-    };
-    ASSERT_TRUE(router->AddMethod(std::move(say)).ok());
+    ASSERT_TRUE(router->AddMethod(testing::SayMethod()).ok());
     MethodHandler count;
     count.desc.service = "test.Echo";
     count.desc.method = "Count";
@@ -238,8 +200,8 @@ class Http1Test : public ::testing::Test {
   FakeHost host_;
   std::unique_ptr<Session> session_;
   std::string out_;
-  Gate slow_gate_;
-  Gate stream_gate_;
+  testing::Gate slow_gate_;
+  testing::Gate stream_gate_;
   size_t stream_message_bytes_ = 8;
   std::atomic<int> stream_written_{0};
   std::atomic<bool> stream_ended_with_error_{false};

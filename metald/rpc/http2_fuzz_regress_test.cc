@@ -14,6 +14,7 @@
 #include "metald/rpc/internal/engine.h"
 #include "metald/rpc/internal/session.h"
 #include "metald/rpc/router.h"
+#include "metald/rpc/testing/test_methods.h"
 
 namespace metald::rpc::internal {
 namespace {
@@ -78,20 +79,8 @@ class Http2FuzzRegressTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto router = std::make_shared<Router>();
-    MethodHandler say;
-    say.desc.service = "test.Echo";
-    say.desc.method = "Say";
-    say.desc.path = "/test.Echo/Say";
-    say.desc.nonblocking = true;  // answered inline: no waiting in the test
-    say.request_prototype = &StringValue::default_instance();
-    say.response_prototype = &StringValue::default_instance();
-    say.unary = [](CallContext&, const google::protobuf::Message& req,
-                   google::protobuf::Message& resp) {
-      static_cast<StringValue&>(resp).set_value("hello " +
-                                                static_cast<const StringValue&>(req).value());
-      return base::OkStatus();
-    };
-    ASSERT_TRUE(router->AddMethod(std::move(say)).ok());
+    // Nonblocking: answered inline, no waiting in the test.
+    ASSERT_TRUE(router->AddMethod(testing::SayMethod(/*nonblocking=*/true)).ok());
     engine_ = std::make_unique<Engine>(router, EngineOptions{4u << 20, 2});
   }
 

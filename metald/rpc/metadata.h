@@ -17,6 +17,8 @@ class Metadata {
   Metadata() = default;
   Metadata(std::initializer_list<Entry> entries);
 
+  // Room for `n` fields without reallocating.
+  void Reserve(size_t n) { entries_.reserve(n); }
   // Appends a field; the name is lower-cased.
   void Add(std::string_view name, std::string_view value);
   // Replaces every field of that name with one field.

@@ -57,6 +57,8 @@ constexpr std::string_view kH2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 // wait lets the peer read the last response instead of receiving a reset.
 constexpr std::chrono::milliseconds kLingerMax{2000};
 constexpr size_t kReadChunk = 16 * 1024;
+// A write buffer up to this size is kept for the connection's next response.
+constexpr size_t kKeepWriteBufBytes = 64 * 1024;
 
 std::string FormatEndpoint(const tcp::endpoint& ep) {
   if (ep.address().is_v6()) {
@@ -295,6 +297,23 @@ class Connection final : public ConnectionBase {
 
   // SessionHost.
   void WakeWriter() override {
+    // On this connection's strand a Pump is already due: every strand entry point that feeds
+    // the session ends in Pump, and a wake that arrives while Pump runs re-posts it. So a wake
+    // from the strand (a nonblocking handler answering inline) is only noted, saving a post and
+    // an empty Pump per call.
+    if (strand_.running_in_this_thread()) {
+      wake_on_strand_ = true;
+      return;
+    }
+    PostPump();
+  }
+  bool OnIoThread() const override { return strand_.running_in_this_thread(); }
+  const std::string& peer() const override { return peer_; }
+  bool tls() const override { return kIsTls<Stream>; }
+
+ private:
+  // Any thread.
+  void PostPump() {
     if (wake_posted_.exchange(true)) return;
     // weak: a session may wake while the connection is being destroyed (nothing to do then).
     auto self = std::static_pointer_cast<Connection>(weak_from_this().lock());
@@ -304,11 +323,7 @@ class Connection final : public ConnectionBase {
       self->Pump();
     });
   }
-  bool OnIoThread() const override { return strand_.running_in_this_thread(); }
-  const std::string& peer() const override { return peer_; }
-  bool tls() const override { return kIsTls<Stream>; }
 
- private:
   std::shared_ptr<Connection> Self() {
     return std::static_pointer_cast<Connection>(shared_from_this());
   }
@@ -421,14 +436,26 @@ class Connection final : public ConnectionBase {
   // Moves the session's output to the socket, one write at a time; closes when the session is
   // done. Runs after every event that may have produced output or changed the session's state.
   void Pump() {
+    wake_on_strand_ = false;  // this Pump serves every wake noted so far
+    PumpOnce();
+    if (wake_on_strand_ && !closed_) {
+      wake_on_strand_ = false;
+      PostPump();
+    }
+  }
+
+  void PumpOnce() {
     if (closed_ || closing_ || session_ == nullptr) return;
     if (writing_) {
       UpdateTimer();
       return;
     }
-    std::string out;
+    std::string out = std::move(spare_buf_);
+    out.clear();
     session_->CollectOutput(&out);
-    if (!out.empty()) {
+    if (out.empty()) {
+      spare_buf_ = std::move(out);
+    } else {
       writing_ = true;
       write_started_ = Clock::now();
       write_buf_ = std::move(out);
@@ -448,7 +475,10 @@ class Connection final : public ConnectionBase {
 
   void OnWrite(const error_code& ec) {
     writing_ = false;
+    // The buffer is kept for the next response unless it grew large (a big download).
     write_buf_.clear();
+    if (write_buf_.capacity() <= kKeepWriteBufBytes) spare_buf_ = std::move(write_buf_);
+    write_buf_ = std::string();
     if (closed_) return;
     if (ec) {
       Close();
@@ -554,11 +584,13 @@ class Connection final : public ConnectionBase {
   // Strand only.
   std::array<char, kReadChunk> read_buf_;
   std::string write_buf_;
-  std::string preface_;  // first bytes, until the protocol is known
+  std::string spare_buf_;  // an empty buffer whose capacity the next Pump reuses
+  std::string preface_;    // first bytes, until the protocol is known
   bool reading_ = false;
   bool writing_ = false;
-  bool read_stopped_ = false;  // the session reported a protocol error
-  bool closing_ = false;       // flushed; lingering before close
+  bool wake_on_strand_ = false;  // WakeWriter ran on the strand since the last Pump began
+  bool read_stopped_ = false;    // the session reported a protocol error
+  bool closing_ = false;         // flushed; lingering before close
   bool finish_started_ = false;
   bool session_closed_ = false;
   bool closed_ = false;

@@ -30,6 +30,8 @@
 #include <thread>
 #include <vector>
 
+#include "metald/rpc/testing/test_methods.h"
+
 namespace metald::rpc {
 namespace {
 
@@ -40,24 +42,6 @@ using namespace std::chrono_literals;
 
 // Hang guard for every read, not a timing assertion.
 constexpr auto kIoTimeout = 20s;
-
-class Gate {
- public:
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  bool Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, kIoTimeout, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 // Parses one complete response at the start of `bytes`; nullopt while incomplete.
 std::optional<Response> ParseResponse(std::string_view bytes, size_t* used = nullptr) {
@@ -193,14 +177,7 @@ class ServerTest : public ::testing::Test {
 
   void SetUp() override {
     auto router = std::make_shared<Router>();
-    ASSERT_TRUE(router
-                    ->AddHttpRoute("/healthz",
-                                   [](const HttpRequest&) {
-                                     HttpResponse r;
-                                     r.body = "ok";
-                                     return r;
-                                   })
-                    .ok());
+    ASSERT_TRUE(router->AddHttpRoute("/healthz", testing::TextRoute("ok")).ok());
     ASSERT_TRUE(router
                     ->AddHttpRoute("/slow",
                                    [this](const HttpRequest&) {
@@ -211,17 +188,7 @@ class ServerTest : public ::testing::Test {
                                      return r;
                                    })
                     .ok());
-    MethodHandler say;
-    say.desc = MethodDesc{"test.Echo", "Say", "/test.Echo/Say", MethodKind::kUnary};
-    say.request_prototype = &StringValue::default_instance();
-    say.response_prototype = &StringValue::default_instance();
-    say.unary = [](CallContext&, const google::protobuf::Message& req,
-                   google::protobuf::Message& resp) {
-      static_cast<StringValue&>(resp).set_value("hello " +
-                                                static_cast<const StringValue&>(req).value());
-      return base::OkStatus();
-    };
-    ASSERT_TRUE(router->AddMethod(std::move(say)).ok());
+    ASSERT_TRUE(router->AddMethod(testing::SayMethod()).ok());
     MethodHandler wait;
     wait.desc = MethodDesc{"test.Echo", "Wait", "/test.Echo/Wait", MethodKind::kServerStreaming};
     wait.request_prototype = &StringValue::default_instance();
@@ -263,8 +230,8 @@ class ServerTest : public ::testing::Test {
   static inline std::string dir_;
   std::shared_ptr<const Router> router_;
   std::unique_ptr<Server> server_;
-  Gate slow_gate_;
-  Gate slow_entered_;
+  testing::Gate slow_gate_{kIoTimeout};
+  testing::Gate slow_entered_{kIoTimeout};
   std::atomic<bool> wait_saw_cancel_{false};
 };
 

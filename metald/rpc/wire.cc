@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "metald/rpc/json.h"
+#include "metald/rpc/json_reader.h"
 
 namespace metald::rpc::wire {
 namespace {
@@ -671,17 +672,18 @@ std::optional<ContentTypeInfo> ClassifyContentType(std::string_view content_type
   return info;
 }
 
-std::string ContentTypeFor(Protocol protocol, Codec codec, bool enveloped) {
-  std::string suffix(CodecName(codec));
+std::string_view ContentTypeFor(Protocol protocol, Codec codec, bool enveloped) {
+  const bool json = codec == Codec::kJson;
   switch (protocol) {
     case Protocol::kConnect:
-      return (enveloped ? "application/connect+" : "application/") + suffix;
+      if (enveloped) return json ? "application/connect+json" : "application/connect+proto";
+      return json ? "application/json" : "application/proto";
     case Protocol::kGrpc:
-      return "application/grpc+" + suffix;
+      return json ? "application/grpc+json" : "application/grpc+proto";
     case Protocol::kGrpcWeb:
-      return "application/grpc-web+" + suffix;
+      return json ? "application/grpc-web+json" : "application/grpc-web+proto";
   }
-  return "application/" + suffix;
+  return json ? "application/json" : "application/proto";
 }
 
 std::string_view CodecName(Codec codec) { return codec == Codec::kJson ? "json" : "proto"; }
@@ -838,6 +840,11 @@ base::Status ParseMessage(Codec codec, std::string_view data, google::protobuf::
     }
     return base::OkStatus();
   }
+  // Hot path: the direct reader (json_reader.h). It declines what it does not reproduce
+  // exactly (unknown fields, well-known types, floats, anything malformed, ...); protobuf then
+  // parses or reports the error as before.
+  if (json::ReadMessage(data, message)) return base::OkStatus();
+  message->Clear();
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
   auto st = google::protobuf::util::JsonStringToMessage(

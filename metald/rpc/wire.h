@@ -188,7 +188,7 @@ struct ContentTypeInfo {
 // ignored). nullopt for unsupported types (including application/grpc-web-text).
 std::optional<ContentTypeInfo> ClassifyContentType(std::string_view content_type);
 // The canonical Content-Type for a protocol/codec ("application/connect+json", ...).
-std::string ContentTypeFor(Protocol protocol, Codec codec, bool enveloped);
+std::string_view ContentTypeFor(Protocol protocol, Codec codec, bool enveloped);
 std::string_view CodecName(Codec codec);  // "proto", "json"
 std::optional<Codec> ParseCodecName(std::string_view name);
 

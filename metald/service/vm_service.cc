@@ -577,19 +577,6 @@ class VmServiceImpl final : public VmService {
 
   Vm View(const store::VmRecord& rec);
 
-  // Highest transition seq so far (WatchVmEvents with no cursor starts after it).
-  base::Result<int64_t> LastSeq() {
-    int64_t seq = 0;
-    RETURN_IF_ERROR(repo_->database()->Read([&](store::Connection& c) -> base::Status {
-      ASSIGN_OR_RETURN(store::Statement q,
-                       c.Prepare("SELECT COALESCE(MAX(seq), 0) FROM vm_transitions"));
-      ASSIGN_OR_RETURN(bool row, q.Step());
-      if (row) seq = q.ColumnInt64(0);
-      return base::OkStatus();
-    }));
-    return seq;
-  }
-
   // Waits until a transition is stored by this service after generation `gen`, `until`, or at
   // most poll_interval.
   void WaitForEvent(uint64_t gen, SteadyClock::time_point until) {
@@ -928,7 +915,7 @@ base::Status VmServiceImpl::WatchVmEvents(const Caller& caller, const WatchVmEve
   if (request.after_seq) {
     cursor = std::max<int64_t>(0, *request.after_seq);
   } else {
-    ASSIGN_OR_RETURN(cursor, LastSeq());
+    ASSIGN_OR_RETURN(cursor, repo_->LastSeq());
   }
   while (true) {
     uint64_t gen = EventGeneration();

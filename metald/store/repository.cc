@@ -506,4 +506,15 @@ base::Result<std::vector<TransitionRecord>> VmRepository::EventsSince(
   return out;
 }
 
+base::Result<int64_t> VmRepository::LastSeq() {
+  int64_t seq = 0;
+  RETURN_IF_ERROR(db_->Read([&](Connection& c) -> base::Status {
+    ASSIGN_OR_RETURN(Statement q, c.Prepare("SELECT COALESCE(MAX(seq), 0) FROM vm_transitions"));
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) seq = q.ColumnInt64(0);
+    return base::OkStatus();
+  }));
+  return seq;
+}
+
 }  // namespace metald::store

@@ -174,6 +174,10 @@ class VmRepository {
   base::Result<std::vector<TransitionRecord>> EventsSince(const std::string& customer_id,
                                                           int64_t after_seq, int limit);
 
+  // The highest transition seq stored so far (0 when there is none): where a watch that names
+  // no cursor starts, so that it sees only what happens after it began.
+  base::Result<int64_t> LastSeq();
+
   Database* database() const { return db_; }
 
  private:

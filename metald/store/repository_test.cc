@@ -412,11 +412,15 @@ TEST_P(VmRepositoryTest, DeleteRequiresDeletingAndKeepsLog) {
 }
 
 TEST_P(VmRepositoryTest, EventsSinceIsAResumeCursor) {
+  EXPECT_EQ(*repo_->LastSeq(), 0);
   MustCreate(MakeVm("vm-a", "cust-1"));
   MustCreate(MakeVm("vm-b", "cust-2"));
   Walk("vm-a", {VmState::kCreated, VmState::kBooting});
   auto all = repo_->EventsSince("", 0, 0);
   ASSERT_EQ(all->size(), 4u);
+  // LastSeq is where a cursor-less watch starts: nothing of the past is after it.
+  EXPECT_EQ(*repo_->LastSeq(), all->back().seq);
+  EXPECT_TRUE(repo_->EventsSince("", *repo_->LastSeq(), 0)->empty());
   auto tail = repo_->EventsSince("", (*all)[1].seq, 0);
   ASSERT_EQ(tail->size(), 2u);
   EXPECT_EQ(tail->front(), (*all)[2]);

@@ -1,6 +1,8 @@
 // libFuzzer target: differential check of the direct proto3 JSON printer (json.h) against
 // protobuf's util::MessageToJsonString. The input is binary proto for a few message types with
-// many field kinds (descriptor.proto's FileDescriptorProto, Struct, Timestamp, Duration); when
+// many field kinds (descriptor.proto's FileDescriptorProto, Struct, Timestamp, Duration, and the
+// generated proto3 jsontest.All of metald/rpc/testdata: implicit presence, oneofs, maps, every
+// scalar kind, read by the printer straight from the generated layout); when
 // the printer accepts a message its output must be byte-identical to protobuf's, and
 // wire::SerializeMessage must always agree with protobuf. Seeds: corpus/json_print/.
 
@@ -17,6 +19,7 @@
 
 #include "metald/base/check.h"
 #include "metald/rpc/json.h"
+#include "metald/rpc/testdata/json_print_test.pb.h"
 #include "metald/rpc/wire.h"
 
 namespace {
@@ -45,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }();
   (void)silenced;
   if (size == 0) return 0;
-  const int which = data[0] % 4;
+  const int which = data[0] % 5;
   const void* body = data + 1;
   const int len = static_cast<int>(size - 1);
   switch (which) {
@@ -64,8 +67,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (m.ParseFromArray(body, len)) Check(m);
       break;
     }
-    default: {
+    case 3: {
       google::protobuf::Duration m;
+      if (m.ParseFromArray(body, len)) Check(m);
+      break;
+    }
+    default: {
+      metald::rpc::jsontest::All m;
       if (m.ParseFromArray(body, len)) Check(m);
       break;
     }
