@@ -120,7 +120,12 @@ count() {
 wait_console() {
   local name=$1 text=$2 n=${3:-1} deadline=$((SECONDS + BOOT_TIMEOUT))
   while [ "$(count "$name" "$text")" -lt "$n" ]; do
-    vm_alive "$name" || fail "$name: QEMU exited before printing '$text' x$n ($(cat "$tmp/$name.stderr"))"
+    # QEMU may print the line and exit between the count and this check (-no-reboot power-off):
+    # count once more before calling it an early exit.
+    if ! vm_alive "$name"; then
+      [ "$(count "$name" "$text")" -ge "$n" ] && break
+      fail "$name: QEMU exited before printing '$text' x$n ($(cat "$tmp/$name.stderr"))"
+    fi
     [ $SECONDS -lt $deadline ] || fail "$name: no '$text' x$n within ${BOOT_TIMEOUT}s"
     sleep 0.2
   done
