@@ -35,18 +35,9 @@ base=http://$addr
 svc=$base/metald.test.v1.EchoService
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
 skipped=0
-
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() {
-  failed=$((failed + 1))
-  echo "FAIL $1"
-  shift
-  local arg
-  for arg in "$@"; do printf '%s\n' "$arg" | sed 's/^/     /'; done
-}
+# shellcheck source=tests/lib/results.sh
+source "$here/../lib/results.sh"
 
 # expect_eq NAME ACTUAL EXPECTED: exact string comparison, with a diff on failure.
 expect_eq() {

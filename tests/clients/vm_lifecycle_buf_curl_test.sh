@@ -28,16 +28,8 @@ BOOT_TIMEOUT=${METALD_E2E_BOOT_TIMEOUT:-300}
 svc=http://$addr/metald.v1.VmService
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() {
-  failed=$((failed + 1))
-  echo "FAIL $1"
-  shift
-  local arg
-  for arg in "$@"; do printf '%s\n' "$arg" | sed 's/^/     /'; done
-}
+# shellcheck source=tests/lib/results.sh
+source "$here/../lib/results.sh"
 
 # bufcall METHOD JSON [CUSTOMER]: buf curl with the current variant; stdout in $out (JSON, keys in
 # buf's lowerCamelCase), the error JSON in $err, exit code in $rc.

@@ -59,16 +59,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "ok   $1"; }
-fail() {
-  failed=$((failed + 1))
-  echo "FAIL $1"
-  shift
-  local arg
-  for arg in "$@"; do printf '%s\n' "$arg" | sed 's/^/     /'; done
-}
+# shellcheck source=tests/lib/results.sh
+source "$here/../lib/results.sh"
 # die MESSAGE: a step the rest depends on failed.
 die() {
   fail "$@"
